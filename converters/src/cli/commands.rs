@@ -1,0 +1,174 @@
+//! `convert`, `inspect`, `run` and `verify`.
+
+use crate::array::Array;
+use crate::convert::{self, Calibration, Options};
+use crate::emit::dtypes::QuantMode;
+use crate::import::Bounds;
+use crate::verify::{self, Comparison};
+use crate::{host, report};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `mote convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The ONNX model.
+    pub onnx: PathBuf,
+    /// Output .mote path.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Precision of weights and activations.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub quant: QuantMode,
+    /// Directory of .npy calibration inputs (int8).
+    #[arg(long, conflicts_with = "calib_random")]
+    pub calib: Option<PathBuf>,
+    /// Number of random calibration inputs (int8).
+    #[arg(long)]
+    pub calib_random: Option<usize>,
+    /// Bound of a symbolic dim, e.g. `--dim seq=64` (repeatable).
+    #[arg(long = "dim", value_parser = parse_dim)]
+    pub dims: Vec<(String, usize)>,
+    /// Fail if arena + state exceed this (e.g. 256KiB).
+    #[arg(long, value_parser = convert::parse_size)]
+    pub ram_budget: Option<usize>,
+    /// Fail if the file exceeds this (e.g. 1MiB).
+    #[arg(long, value_parser = convert::parse_size)]
+    pub flash_budget: Option<usize>,
+    /// Do not add a KV-cached `decode_step` entry for causal models.
+    #[arg(long)]
+    pub no_decode: bool,
+    /// Skip the self-check against tract.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Cosine-similarity floor of the self-check (default: 0.99999 f32, 0.999 f16, 0.98 int8).
+    #[arg(long)]
+    pub min_cosine: Option<f32>,
+}
+
+fn parse_dim(s: &str) -> std::result::Result<(String, usize), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("'{s}' is not NAME=MAX (example: --dim seq=64)"))?;
+    let v: usize = v.parse().map_err(|_| format!("'{v}' in '{s}' is not a positive integer"))?;
+    if k.is_empty() || v == 0 {
+        return Err(format!("'{s}' needs a name and a positive maximum"));
+    }
+    Ok((k.to_string(), v))
+}
+
+/// Prints a comparison line.
+pub fn print_comparison(label: &str, c: &Comparison) {
+    println!("{label}: max-abs {:.3e}  max-rel {:.3e}  cosine {:.6}  ({} values)", c.max_abs, c.max_rel, c.cosine, c.n);
+}
+
+pub fn convert(a: ConvertArgs) -> Result<()> {
+    let bounds: Bounds = a.dims.iter().cloned().collect();
+    let calibration = match (&a.calib, a.calib_random) {
+        (Some(d), _) => Some(Calibration::Dir(d.clone())),
+        (None, Some(n)) => Some(Calibration::Random(n)),
+        _ => None,
+    };
+    let opts = Options { quant: a.quant, bounds: bounds.clone(), calibration, decode: !a.no_decode };
+    let c = convert::convert(&a.onnx, &opts)?;
+    print!("{}", report::render(&c.inspection));
+    for p in &c.plans {
+        println!(
+            "plan {:<12} arena {:>10}  lower bound {:>10}  ratio {:.3}  in-place ops {}",
+            p.entry,
+            report::bytes(p.arena),
+            report::bytes(p.lower_bound),
+            p.arena as f64 / p.lower_bound.max(1) as f64,
+            p.in_place
+        );
+    }
+    if let Some(d) = &c.decode_dim {
+        println!("decode_step: KV cache over '{d}' (capacity {})", bounds[d]);
+    }
+    convert::check_budgets(&c.inspection, a.ram_budget, a.flash_budget)?;
+    if !a.no_verify {
+        let floor = a.min_cosine.unwrap_or(super::default_min_cosine(a.quant));
+        let worst = self_check(&a.onnx, &c.bytes, &bounds, 2)?;
+        print_comparison("self-check vs tract (2 random inputs)", &worst);
+        if !(worst.cosine >= floor) {
+            bail!("conversion drifted from tract: cosine {:.6} < {floor} (pass --min-cosine or --no-verify to accept)", worst.cosine);
+        }
+    }
+    std::fs::write(&a.output, &c.bytes).with_context(|| format!("cannot write {}", a.output.display()))?;
+    println!("wrote {} ({})", a.output.display(), report::bytes(c.bytes.len()));
+    Ok(())
+}
+
+/// Worst comparison of the forward entry against tract over `n` random inputs.
+pub fn self_check(onnx: &Path, bytes: &[u8], bounds: &Bounds, n: u64) -> Result<Comparison> {
+    let g = crate::import::OnnxModel::load(onnx)?.instantiate(bounds)?;
+    let mut worst: Option<Comparison> = None;
+    for s in 0..n {
+        let inputs = convert::random_inputs(&g, 77 + s);
+        let c = compare_outputs(onnx, bytes, &inputs)?;
+        if worst.is_none_or(|w| c.cosine < w.cosine) {
+            worst = Some(c);
+        }
+    }
+    worst.ok_or_else(|| anyhow!("no samples"))
+}
+
+/// Compares the first output of `forward` with tract on `inputs`.
+pub fn compare_outputs(onnx: &Path, bytes: &[u8], inputs: &[Array]) -> Result<Comparison> {
+    let want = verify::tract_reference(onnx, inputs)?;
+    let got = host::run(bytes, "forward", inputs)?;
+    verify::compare(&got[0].to_f32(), &want[0].to_f32())
+}
+
+pub fn inspect(path: &Path, json: bool) -> Result<()> {
+    let bytes = host::read_model(path)?;
+    let model = mote::Model::parse(&bytes)?;
+    let r = report::inspect(&model)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for (k, v) in &r.metadata {
+            let v: String = v.chars().take(60).collect();
+            println!("{k}: {v}");
+        }
+        print!("{}", report::render(&r));
+    }
+    Ok(())
+}
+
+fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Array>> {
+    paths.iter().map(|p| Array::read_npy(p)).collect()
+}
+
+pub fn run(path: &Path, inputs: &[PathBuf], output: &Path, entry: &str) -> Result<()> {
+    let bytes = host::read_model(path)?;
+    let outs = host::run(&bytes, entry, &read_inputs(inputs)?)?;
+    for (k, o) in outs.iter().enumerate() {
+        let p = if outs.len() == 1 {
+            output.to_path_buf()
+        } else {
+            let stem = output.file_stem().and_then(|s| s.to_str()).unwrap_or("out");
+            output.with_file_name(format!("{stem}_{k}.npy"))
+        };
+        o.write_npy(&p)?;
+        println!("wrote {} {:?}", p.display(), o.shape);
+    }
+    Ok(())
+}
+
+pub fn verify(onnx: &Path, path: &Path, inputs: &[PathBuf], samples: usize) -> Result<()> {
+    let bytes = host::read_model(path)?;
+    let model = mote::Model::parse(&bytes)?;
+    let sets: Vec<Vec<Array>> = if inputs.is_empty() {
+        // Bind the ONNX dims as the conversion did.
+        let bounds = convert::parse_bounds(model.metadata("mote.dims").unwrap_or(""))?;
+        let g = crate::import::OnnxModel::load(onnx)?.instantiate(&bounds)?;
+        (0..samples as u64).map(|s| convert::random_inputs(&g, 500 + s)).collect()
+    } else {
+        vec![read_inputs(inputs)?]
+    };
+    for (i, set) in sets.iter().enumerate() {
+        let c = compare_outputs(onnx, &bytes, set)?;
+        print_comparison(&format!("sample {i}"), &c);
+    }
+    Ok(())
+}

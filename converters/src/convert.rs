@@ -1,0 +1,266 @@
+//! The `mote convert` pipeline: import → fuse → (calibrate) → quantise → plan → emit → check.
+
+use crate::array::Array;
+use crate::emit::dtypes::{QuantMode, Ranges};
+use crate::emit::{self, EntrySpec, PlanSummary};
+use crate::import::{Bounds, OnnxModel};
+use crate::ir::{Elem, Graph, IrOp};
+use crate::report::{self, Inspection};
+use crate::{host, passes};
+use anyhow::{anyhow, bail, Context, Result};
+use mote::ops::MaskMode;
+use mote::Op;
+use std::path::{Path, PathBuf};
+
+/// Where calibration inputs for int8 come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Calibration {
+    /// `.npy` files in a directory, one sample per file (single-input models) or
+    /// `<sample>.<input name>.npy` for several inputs.
+    Dir(PathBuf),
+    /// `n` random samples (token ids in range, floats ~ N(0, 1)).
+    Random(usize),
+}
+
+/// Options of one conversion.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Precision.
+    pub quant: QuantMode,
+    /// Maxima of the symbolic dims.
+    pub bounds: Bounds,
+    /// Calibration data (int8 only).
+    pub calibration: Option<Calibration>,
+    /// Whether to add a `decode_step` entry with a KV cache for causal models.
+    pub decode: bool,
+}
+
+/// A finished conversion.
+pub struct Converted {
+    /// The `.mote` bytes.
+    pub bytes: Vec<u8>,
+    /// Memory plans per entry.
+    pub plans: Vec<PlanSummary>,
+    /// Per-op report.
+    pub inspection: Inspection,
+    /// Which symbolic dim is the decoded sequence, if a decode entry was added.
+    pub decode_dim: Option<String>,
+}
+
+fn fused(model: &OnnxModel, bounds: &Bounds) -> Result<Graph> {
+    let mut g = model.instantiate(bounds)?;
+    passes::run_all(&mut g)?;
+    Ok(g)
+}
+
+fn attention_masks(g: &Graph) -> Vec<MaskMode> {
+    g.nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            IrOp::Rt(Op::Attention(a)) => Some(a.mask),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The decode entry for causal models: the graph at sequence length 1, with every
+/// attention op caching keys/values over `capacity` positions.
+fn decode_entry(model: &OnnxModel, bounds: &Bounds, forward: &Graph) -> Result<Option<(EntrySpec, String)>> {
+    let masks = attention_masks(forward);
+    if masks.is_empty() || masks.iter().any(|m| *m != MaskMode::Causal) || model.symbols.len() != 1 {
+        return Ok(None);
+    }
+    let dim = model.symbols[0].clone();
+    let capacity = bounds[&dim];
+    let mut one = bounds.clone();
+    one.insert(dim.clone(), 1);
+    let mut g = fused(model, &one).context("building the decode_step entry at sequence length 1")?;
+    if attention_masks(&g).len() != masks.len() {
+        bail!("the decode graph fused {} attention ops, the full graph {}", attention_masks(&g).len(), masks.len());
+    }
+    for n in &mut g.nodes {
+        if let IrOp::Rt(Op::Attention(a)) = &mut n.op {
+            a.mask = MaskMode::Causal;
+        }
+    }
+    let spec = EntrySpec { name: "decode_step".into(), graph: g, kv_capacity: Some(capacity as u32) };
+    Ok(Some((spec, dim)))
+}
+
+/// Converts an ONNX model.
+pub fn convert(onnx: &Path, opts: &Options) -> Result<Converted> {
+    let model = OnnxModel::load(onnx)?;
+    let forward = fused(&model, &opts.bounds)?;
+    let mut entries = vec![EntrySpec { name: "forward".into(), graph: forward.clone(), kv_capacity: None }];
+    let mut decode_dim = None;
+    if opts.decode {
+        if let Some((spec, dim)) = decode_entry(&model, &opts.bounds, &forward)? {
+            entries.push(spec);
+            decode_dim = Some(dim);
+        }
+    }
+    let mut metadata = forward.metadata.clone();
+    metadata.push(("mote.dims".into(), format_bounds(&opts.bounds)));
+    let f32_model = emit::emit(&entries, QuantMode::F32, None, &metadata)?;
+    let out = match opts.quant {
+        QuantMode::F32 => f32_model,
+        QuantMode::F16 => emit::emit(&entries, QuantMode::F16, None, &metadata)?,
+        QuantMode::Int8 => {
+            let cal = opts.calibration.as_ref().ok_or_else(|| {
+                anyhow!("--quant int8 needs calibration data: pass --calib DIR (of .npy inputs) or --calib-random N")
+            })?;
+            let samples = calibration_samples(cal, &forward)?;
+            let ranges = calibrate(&f32_model.bytes, &samples)?;
+            emit::emit(&entries, QuantMode::Int8, Some(&ranges), &metadata)?
+        }
+    };
+    let parsed = mote::Model::parse(&out.bytes).map_err(|e| anyhow!("internal error: the emitted file does not validate: {e}"))?;
+    let inspection = report::inspect(&parsed)?;
+    Ok(Converted { bytes: out.bytes, plans: out.plans, inspection, decode_dim })
+}
+
+/// Records the real range of every tensor over the samples.
+pub fn calibrate(f32_bytes: &[u8], samples: &[Vec<Array>]) -> Result<Ranges> {
+    let mut ranges = Ranges::new();
+    let mut widen = |name: &str, v: &[f32]| {
+        let (lo, hi) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+        let r = ranges.entry(name.to_string()).or_insert((lo, hi));
+        *r = (r.0.min(lo), r.1.max(hi));
+    };
+    let model = mote::Model::parse(f32_bytes)?;
+    let e = model.entry_by_name("forward")?;
+    for sample in samples {
+        for (k, a) in sample.iter().enumerate() {
+            if let Some(name) = model.entry_input(e, k).ok().and_then(|id| model.tensor_name(id)) {
+                widen(name, &a.to_f32());
+            }
+        }
+        host::run_observed(f32_bytes, "forward", sample, &mut widen)?;
+    }
+    Ok(ranges)
+}
+
+/// Largest valid index for each integer input: the rows of the table it indexes.
+fn index_bound(g: &Graph, input: usize) -> Option<usize> {
+    g.nodes.iter().find_map(|n| match n.op {
+        IrOp::Rt(Op::Gather { axis }) if n.inputs.get(1) == Some(&input) => g.tensors[n.inputs[0]].shape.get(axis as usize).copied(),
+        _ => None,
+    })
+}
+
+/// Random inputs for the forward graph: token ids within their tables, floats ~ N(0, 1).
+pub fn random_inputs(g: &Graph, seed: u64) -> Vec<Array> {
+    let mut rng = mote::rng::Rng::new(seed);
+    g.inputs
+        .iter()
+        .map(|&t| {
+            let shape = g.tensors[t].shape.clone();
+            let n: usize = shape.iter().product();
+            match g.tensors[t].elem {
+                Elem::Int => {
+                    let hi = index_bound(g, t).unwrap_or(2).max(1) as u32;
+                    Array::i64(shape, (0..n).map(|_| (rng.next_u32() % hi) as i64).collect())
+                }
+                Elem::Float => Array::f32(shape, (0..n).map(|_| rng.gaussian()).collect()),
+            }
+        })
+        .collect()
+}
+
+/// Loads or draws calibration samples.
+pub fn calibration_samples(cal: &Calibration, g: &Graph) -> Result<Vec<Vec<Array>>> {
+    match cal {
+        Calibration::Random(n) => Ok((0..*n as u64).map(|s| random_inputs(g, 1000 + s)).collect()),
+        Calibration::Dir(dir) => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .with_context(|| format!("cannot read calibration directory {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "npy"))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                bail!("calibration directory {} holds no .npy files", dir.display());
+            }
+            if g.inputs.len() != 1 {
+                bail!("calibration from a directory supports single-input models; use --calib-random N");
+            }
+            files.iter().map(|f| Ok(vec![Array::read_npy(f)?])).collect()
+        }
+    }
+}
+
+/// Parses sizes like `256KiB`, `1MiB`, `4096`, `64k`.
+pub fn parse_size(s: &str) -> Result<usize> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| anyhow!("'{s}' is not a size (examples: 256KiB, 1MiB, 65536)"))?;
+    let mul = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        _ => bail!("'{s}': unknown unit '{unit}' (use B, KiB or MiB)"),
+    };
+    Ok((v * mul) as usize)
+}
+
+/// Checks the model against RAM and flash budgets, explaining per layer what does not fit.
+pub fn check_budgets(r: &Inspection, ram: Option<usize>, flash: Option<usize>) -> Result<()> {
+    let mut problems = Vec::new();
+    if let Some(ram) = ram {
+        let need = r.arena_bytes + r.state_bytes;
+        if need > ram {
+            let mut s = format!(
+                "RAM budget exceeded: arena {} + state {} = {} > budget {}.\nLargest live sets (op, output, live arena):\n",
+                report::bytes(r.arena_bytes),
+                report::bytes(r.state_bytes),
+                report::bytes(need),
+                report::bytes(ram)
+            );
+            let mut rows: Vec<_> = r.ops.iter().collect();
+            rows.sort_by_key(|o| std::cmp::Reverse(o.arena_live));
+            for o in rows.iter().take(8) {
+                s += &format!("  [{}] #{:<4} {:<11} {:<32} {:>10}{}\n", o.entry, o.index, o.op, o.output, report::bytes(o.arena_live), if o.arena_live > ram { "  <- alone exceeds the budget" } else { "" });
+            }
+            problems.push(s);
+        }
+    }
+    if let Some(flash) = flash {
+        if r.file_bytes > flash {
+            let mut s = format!(
+                "flash budget exceeded: model file {} > budget {} (weights {}).\nLargest weight users (op, output, weight bytes):\n",
+                report::bytes(r.file_bytes),
+                report::bytes(flash),
+                report::bytes(r.weight_bytes)
+            );
+            let mut rows: Vec<_> = r.ops.iter().filter(|o| o.weight_bytes > 0).collect();
+            rows.sort_by_key(|o| std::cmp::Reverse(o.weight_bytes));
+            for o in rows.iter().take(8) {
+                s += &format!("  [{}] #{:<4} {:<11} {:<32} {:>10}\n", o.entry, o.index, o.op, o.output, report::bytes(o.weight_bytes));
+            }
+            s += "Try --quant int8 (4x smaller weights than f32) or a smaller model.\n";
+            problems.push(s);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", problems.join("\n"))
+    }
+}
+
+/// `seq=64,batch=1`: how bounds are stored in the file's `mote.dims` metadata.
+pub fn format_bounds(b: &Bounds) -> String {
+    b.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Parses [`format_bounds`] output.
+pub fn parse_bounds(s: &str) -> Result<Bounds> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').ok_or_else(|| anyhow!("bad dim bound '{p}'"))?;
+            Ok((k.to_string(), v.parse()?))
+        })
+        .collect()
+}

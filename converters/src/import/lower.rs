@@ -1,0 +1,279 @@
+//! Maps one ONNX node to runtime ops (after constant folding has removed what it could).
+
+use super::attrs;
+use crate::ir::{Const, Elem, Graph, IrOp, Node, TId};
+use anyhow::{anyhow, bail, Result};
+use mote::ops::{BinaryOp, UnaryOp};
+use mote::Op;
+use tract_onnx::pb::NodeProto;
+
+/// Lowers output `k` of `node` into `g`, writing into the pre-made tensor `out`.
+/// Returns the tensor that holds the result (an input, for ops that only relabel).
+pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Option<TId>], out: TId) -> Result<TId> {
+    let op_type = node.op_type.as_str();
+    let input = |i: usize| -> Result<TId> {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| anyhow!("node '{name}' ({op_type}): missing input {i}"))
+    };
+    let rank = |t: TId, g: &Graph| g.tensors[t].shape.len();
+    let push = |g: &mut Graph, op: IrOp, ins: Vec<TId>| -> Result<TId> {
+        g.nodes.push(Node { name: name.to_string(), onnx_op: op_type.to_string(), op, inputs: ins, output: out });
+        Ok(out)
+    };
+    let rt = IrOp::Rt;
+    match op_type {
+        "Identity" | "Dropout" => input(0),
+        "Cast" | "CastLike" => {
+            let x = input(0)?;
+            if g.tensors[x].elem == g.tensors[out].elem {
+                Ok(x)
+            } else {
+                push(g, rt(Op::Unary(UnaryOp::Identity)), vec![x])
+            }
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" => {
+            let op = match op_type {
+                "Add" => BinaryOp::Add,
+                "Sub" => BinaryOp::Sub,
+                "Mul" => BinaryOp::Mul,
+                "Div" => BinaryOp::Div,
+                "Pow" => BinaryOp::Pow,
+                "Max" => BinaryOp::Max,
+                _ => BinaryOp::Min,
+            };
+            if node.input.len() != 2 {
+                bail!("node '{name}' ({op_type}): only the two-input form is supported");
+            }
+            push(g, rt(Op::Binary(op)), vec![input(0)?, input(1)?])
+        }
+        "Relu" | "Tanh" | "Sigmoid" | "Erf" | "Sqrt" | "Exp" | "Neg" | "Abs" | "Reciprocal" | "Gelu" => {
+            let op = match op_type {
+                "Relu" => UnaryOp::Relu,
+                "Tanh" => UnaryOp::Tanh,
+                "Sigmoid" => UnaryOp::Sigmoid,
+                "Erf" => UnaryOp::Erf,
+                "Sqrt" => UnaryOp::Sqrt,
+                "Exp" => UnaryOp::Exp,
+                "Neg" => UnaryOp::Neg,
+                "Abs" => UnaryOp::Abs,
+                "Reciprocal" => UnaryOp::Reciprocal,
+                _ if attrs::string(node, "approximate", "none") == "tanh" => UnaryOp::GeluTanh,
+                _ => UnaryOp::Gelu,
+            };
+            push(g, rt(Op::Unary(op)), vec![input(0)?])
+        }
+        "Softmax" => {
+            let x = input(0)?;
+            let axis = attrs::axis(node, attrs::int(node, "axis", -1), rank(x, g))?;
+            push(g, rt(Op::Softmax { axis: axis as u8 }), vec![x])
+        }
+        "LayerNormalization" => {
+            let x = input(0)?;
+            let r = rank(x, g);
+            if attrs::axis(node, attrs::int(node, "axis", -1), r)? != r - 1 {
+                bail!("node '{name}' (LayerNormalization): only normalising the last axis is supported");
+            }
+            let eps = attrs::float(node, "epsilon", 1e-5);
+            let mut ins = vec![x, input(1)?];
+            if let Some(Some(b)) = inputs.get(2) {
+                ins.push(*b);
+            }
+            let has_beta = ins.len() == 3;
+            push(g, rt(Op::LayerNorm { eps, has_beta }), ins)
+        }
+        "MatMul" => {
+            let (a, b) = (input(0)?, input(1)?);
+            match g.konst(b) {
+                Some(c) if rank(b, g) == 2 && rank(a, g) >= 1 => {
+                    let (kd, n) = (g.tensors[b].shape[0], g.tensors[b].shape[1]);
+                    let w = transpose_2d(&c.to_f32(), kd, n);
+                    let wt = g.add_const_f32(&format!("{}.weight_t", g.tensors[b].name), vec![n, kd], w);
+                    push(g, rt(Op::MatMul { has_bias: false }), vec![a, wt])
+                }
+                _ => push(g, rt(Op::BatchMatMul), vec![a, b]),
+            }
+        }
+        "Gemm" => lower_gemm(g, node, name, inputs, out),
+        "Gather" => {
+            let (data, idx) = (input(0)?, input(1)?);
+            let axis = attrs::axis(node, attrs::int(node, "axis", 0), rank(data, g))?;
+            push(g, rt(Op::Gather { axis: axis as u8 }), vec![data, idx])
+        }
+        "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" => push(g, rt(Op::Reshape), vec![input(0)?]),
+        "Transpose" => {
+            let x = input(0)?;
+            let r = rank(x, g);
+            let perm = attrs::ints(node, "perm").unwrap_or_else(|| (0..r as i64).rev().collect());
+            let mut p = [0u8; mote::tensor::MAX_RANK];
+            for (i, &v) in perm.iter().enumerate().take(p.len()) {
+                p[i] = v as u8;
+            }
+            push(g, rt(Op::Transpose { perm: p }), vec![x])
+        }
+        "Concat" => {
+            let ins: Vec<TId> = inputs.iter().flatten().copied().collect();
+            let axis = attrs::axis(node, attrs::int(node, "axis", 0), rank(out, g))?;
+            push(g, rt(Op::Concat { axis: axis as u8 }), ins)
+        }
+        "Slice" => lower_slice(g, node, name, inputs, out),
+        "Split" => lower_split(g, node, name, k, inputs, out),
+        "ReduceMean" => {
+            let x = input(0)?;
+            let axes = match (attrs::ints(node, "axes"), inputs.get(1).copied().flatten()) {
+                (Some(a), _) => a,
+                (None, Some(t)) => g.konst(t).map(Const::to_i64).ok_or_else(|| anyhow!("node '{name}' (ReduceMean): axes must be constant"))?,
+                (None, None) => (0..rank(x, g) as i64).collect(),
+            };
+            let r = rank(x, g);
+            let axes = axes.iter().map(|&a| attrs::axis(node, a, r)).collect::<Result<Vec<_>>>()?;
+            push(g, IrOp::ReduceMean { axes }, vec![x])
+        }
+        "Range" => {
+            let (start, delta) = (input(0)?, input(2)?);
+            let (Some(s), Some(d)) = (g.scalar(start), g.scalar(delta)) else {
+                bail!("node '{name}' (Range): start and delta must be constants");
+            };
+            if g.tensors[out].elem != Elem::Int || g.tensors[out].shape.len() != 1 {
+                bail!("node '{name}' (Range): only integer position ranges are supported");
+            }
+            push(g, rt(Op::Positions { start: s as i32, step: d as i32 }), vec![])
+        }
+        _ => bail!(
+            "unsupported op '{op_type}' at node '{name}': mote has no kernel for it{}",
+            if ["Where", "Expand", "Equal", "ConstantOfShape"].contains(&op_type) {
+                " (it is only supported when its inputs fold to constants under the --dim bounds)"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+fn transpose_2d(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
+}
+
+fn lower_gemm(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[Option<TId>], out: TId) -> Result<TId> {
+    let (a, b) = match (inputs.first().copied().flatten(), inputs.get(1).copied().flatten()) {
+        (Some(a), Some(b)) => (a, b),
+        _ => bail!("node '{name}' (Gemm): needs two inputs"),
+    };
+    if attrs::int(node, "transA", 0) != 0 {
+        bail!("node '{name}' (Gemm): transA=1 is not supported");
+    }
+    let Some(wc) = g.konst(b).map(Const::to_f32) else {
+        bail!("node '{name}' (Gemm): B must be a constant weight");
+    };
+    let (alpha, beta) = (attrs::float(node, "alpha", 1.0), attrs::float(node, "beta", 1.0));
+    let (r0, r1) = (g.tensors[b].shape[0], g.tensors[b].shape[1]);
+    let (n, kd, w) = if attrs::int(node, "transB", 0) != 0 {
+        (r0, r1, wc)
+    } else {
+        (r1, r0, transpose_2d(&wc, r0, r1))
+    };
+    let w: Vec<f32> = w.iter().map(|v| v * alpha).collect();
+    let bname = g.tensors[b].name.clone();
+    let wt = g.add_const_f32(&format!("{bname}.weight_nt"), vec![n, kd], w);
+    let mut ins = vec![a, wt];
+    if let Some(c) = inputs.get(2).copied().flatten() {
+        let Some(cv) = g.konst(c).map(Const::to_f32) else {
+            bail!("node '{name}' (Gemm): C must be a constant bias");
+        };
+        let bias: Vec<f32> = match cv.len() {
+            1 => vec![cv[0] * beta; n],
+            l if l == n => cv.iter().map(|v| v * beta).collect(),
+            _ => bail!("node '{name}' (Gemm): bias of {} values for {n} outputs", cv.len()),
+        };
+        let cname = g.tensors[c].name.clone();
+        ins.push(g.add_const_f32(&format!("{cname}.bias"), vec![n], bias));
+    }
+    let has_bias = ins.len() == 3;
+    g.nodes.push(Node { name: name.into(), onnx_op: "Gemm".into(), op: IrOp::Rt(Op::MatMul { has_bias }), inputs: ins, output: out });
+    Ok(out)
+}
+
+fn const_ints(g: &Graph, t: Option<TId>, what: &str, name: &str) -> Result<Option<Vec<i64>>> {
+    match t {
+        None => Ok(None),
+        Some(t) => Ok(Some(
+            g.konst(t)
+                .map(Const::to_i64)
+                .ok_or_else(|| anyhow!("node '{name}': {what} must fold to a constant under the --dim bounds"))?,
+        )),
+    }
+}
+
+fn lower_slice(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[Option<TId>], out: TId) -> Result<TId> {
+    let x = inputs.first().copied().flatten().ok_or_else(|| anyhow!("node '{name}' (Slice): no data"))?;
+    let get = |i: usize| inputs.get(i).copied().flatten();
+    let (starts, ends) = match (attrs::ints(node, "starts"), attrs::ints(node, "ends")) {
+        (Some(s), Some(e)) => (s, e), // opset < 10
+        _ => (
+            const_ints(g, get(1), "starts", name)?.unwrap_or_default(),
+            const_ints(g, get(2), "ends", name)?.unwrap_or_default(),
+        ),
+    };
+    let shape = g.tensors[x].shape.clone();
+    let axes = attrs::ints(node, "axes")
+        .or(const_ints(g, get(3), "axes", name)?)
+        .unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = const_ints(g, get(4), "steps", name)?.unwrap_or_else(|| vec![1; starts.len()]);
+    let _ = ends;
+    let mut st = [0u32; mote::tensor::MAX_RANK];
+    let mut sp = [1i32; mote::tensor::MAX_RANK];
+    for (i, &a) in axes.iter().enumerate() {
+        let a = attrs::axis(node, a, shape.len())?;
+        let dim = shape[a] as i64;
+        let step = steps[i];
+        let mut s = starts[i];
+        if s < 0 {
+            s += dim;
+        }
+        s = if step > 0 { s.clamp(0, dim) } else { s.clamp(0, dim - 1) };
+        st[a] = s as u32;
+        sp[a] = step as i32;
+    }
+    g.nodes.push(Node {
+        name: name.into(),
+        onnx_op: "Slice".into(),
+        op: IrOp::Rt(Op::Slice { starts: st, steps: sp }),
+        inputs: vec![x],
+        output: out,
+    });
+    Ok(out)
+}
+
+fn lower_split(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Option<TId>], out: TId) -> Result<TId> {
+    let x = inputs.first().copied().flatten().ok_or_else(|| anyhow!("node '{name}' (Split): no data"))?;
+    let shape = g.tensors[x].shape.clone();
+    let axis = attrs::axis(node, attrs::int(node, "axis", 0), shape.len())?;
+    // Output k starts where the outputs before it end; tract gave every output's shape,
+    // but only this one's, so recompute the offsets from the split sizes.
+    let sizes = match attrs::ints(node, "split").or(const_ints(g, inputs.get(1).copied().flatten(), "split", name)?) {
+        Some(s) => s,
+        None => {
+            let n = node.output.len() as i64;
+            vec![(shape[axis] as i64 + n - 1) / n; node.output.len()]
+        }
+    };
+    let start: i64 = sizes.iter().take(k).sum();
+    let mut st = [0u32; mote::tensor::MAX_RANK];
+    st[axis] = start as u32;
+    g.nodes.push(Node {
+        name: format!("{name}:{k}"),
+        onnx_op: "Split".into(),
+        op: IrOp::Rt(Op::Slice { starts: st, steps: [1; mote::tensor::MAX_RANK] }),
+        inputs: vec![x],
+        output: out,
+    });
+    Ok(out)
+}

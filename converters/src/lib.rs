@@ -1,0 +1,17 @@
+//! Host converters for mote: ONNX import, fusion, quantisation, memory planning, `.mote`
+//! emission, verification against tract, and the model zoo.
+
+pub mod array;
+pub mod cli;
+pub mod convert;
+pub mod emit;
+pub mod eval;
+pub mod host;
+pub mod import;
+pub mod ir;
+pub mod passes;
+pub mod plan;
+pub mod report;
+pub mod tokenizer;
+pub mod verify;
+pub mod zoo;

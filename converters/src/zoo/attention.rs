@@ -1,0 +1,248 @@
+//! Causal multi-head self-attention and the pre-LN Transformer block.
+//!
+//! The ONNX export follows the conventions the converter's fuser expects: separate Q/K/V
+//! projections, `Reshape [1,-1,H,Dh]`, K transposed with perm `[0,2,3,1]`, a scalar `Mul` by
+//! `1/√Dh`, and an additive `causal_mask` initializer sliced to `[S,S]` from the shape
+//! subgraph.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use mote_converters::zoo::attention::CausalSelfAttention;
+//! use mote_converters::zoo::layers::{Params, ZooLayer};
+//! let mut p = Params::new(3);
+//! let attn = CausalSelfAttention::new(&mut p, "attn", 16, 4, 8, 0.1, 0.1)?;
+//! let x = Tensor::zeros((2, 5, 16), candle_core::DType::F32, &Device::Cpu)?;
+//! assert_eq!(attn.forward(&x)?.dims(), &[2, 5, 16]);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+use anyhow::{ensure, Result};
+use candle_core::{Tensor, D};
+
+use super::layers::{LayerNorm, Linear, Mlp, Params, ZooLayer};
+use super::onnx_builder::{attr_int, attr_ints, GraphBuilder};
+
+/// Name of the shared causal mask initializer.
+pub const CAUSAL_MASK: &str = "causal_mask";
+/// Builder symbol holding the scalar sequence length (int64).
+pub const SYM_SEQ_LEN: &str = "seq_len";
+/// Builder symbol holding the `[S, S]` ends used to slice the causal mask.
+pub const SYM_MASK_ENDS: &str = "causal_mask_ends";
+/// Value added above the diagonal.
+pub const MASK_NEG: f32 = -1e9;
+
+/// `[n, n]` additive mask: 0 on/below the diagonal, [`MASK_NEG`] above.
+pub fn causal_mask_data(n: usize) -> Vec<f32> {
+    (0..n * n)
+        .map(|i| if i % n > i / n { MASK_NEG } else { 0.0 })
+        .collect()
+}
+
+/// Emits (or reuses) the scalar int64 sequence length `Shape(x) → Gather(1)`.
+pub fn export_seq_len(g: &mut GraphBuilder, x: &str) -> String {
+    if let Some(s) = g.lookup(SYM_SEQ_LEN) {
+        return s;
+    }
+    let shape = g.op("Shape", &[x], vec![]);
+    let one = g.const_i64_scalar(1);
+    let s = g.op("Gather", &[&shape, &one], vec![attr_int("axis", 0)]);
+    g.bind(SYM_SEQ_LEN, &s);
+    s
+}
+
+/// Causal multi-head self-attention with separate Q, K, V and output projections.
+#[derive(Clone, Debug)]
+pub struct CausalSelfAttention {
+    name: String,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    n_heads: usize,
+    d_model: usize,
+    max_seq: usize,
+    mask: Tensor,
+}
+
+impl CausalSelfAttention {
+    /// `d_model` must be divisible by `n_heads`; sequences up to `max_seq` are supported.
+    pub fn new(
+        p: &mut Params,
+        name: &str,
+        d_model: usize,
+        n_heads: usize,
+        max_seq: usize,
+        std: f64,
+        out_std: f64,
+    ) -> Result<Self> {
+        ensure!(d_model % n_heads == 0, "d_model must divide into heads");
+        let mask = Tensor::from_vec(causal_mask_data(max_seq), (max_seq, max_seq), p.device())?;
+        Ok(Self {
+            name: name.to_string(),
+            q: Linear::new(p, &format!("{name}.q"), d_model, d_model, std)?,
+            k: Linear::new(p, &format!("{name}.k"), d_model, d_model, std)?,
+            v: Linear::new(p, &format!("{name}.v"), d_model, d_model, std)?,
+            o: Linear::new(p, &format!("{name}.o"), d_model, d_model, out_std)?,
+            n_heads,
+            d_model,
+            max_seq,
+            mask,
+        })
+    }
+
+    fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+}
+
+impl ZooLayer for CausalSelfAttention {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let (h, dh) = (self.n_heads, self.head_dim());
+        let split = |t: Tensor| t.reshape((b, s, h, dh));
+        let q = split(self.q.forward(x)?)?.transpose(1, 2)?.contiguous()?;
+        let kt = split(self.k.forward(x)?)?
+            .permute((0, 2, 3, 1))?
+            .contiguous()?;
+        let v = split(self.v.forward(x)?)?.transpose(1, 2)?.contiguous()?;
+        let scores = (q.matmul(&kt)? * (1.0 / (dh as f64).sqrt()))?;
+        let mask = self.mask.narrow(0, 0, s)?.narrow(1, 0, s)?;
+        let probs = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
+        let y = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, s, d))?;
+        self.o.forward(&y)
+    }
+
+    fn export(&self, g: &mut GraphBuilder, input: &str) -> Result<String> {
+        let (h, dh, d) = (self.n_heads as i64, self.head_dim() as i64, self.d_model);
+        let seq = export_seq_len(g, input);
+        let q = self.q.export(g, input)?;
+        let k = self.k.export(g, input)?;
+        let v = self.v.export(g, input)?;
+        if !g.has_value(CAUSAL_MASK) {
+            let n = self.max_seq as i64;
+            g.initializer_f32(CAUSAL_MASK, &[n, n], &causal_mask_data(self.max_seq));
+        }
+        let ends = match g.lookup(SYM_MASK_ENDS) {
+            Some(e) => e,
+            None => {
+                let axes0 = g.const_i64_vec(&[0]);
+                let s1 = g.op("Unsqueeze", &[&seq, &axes0], vec![]);
+                let e = g.op("Concat", &[&s1, &s1], vec![attr_int("axis", 0)]);
+                g.bind(SYM_MASK_ENDS, &e);
+                e
+            }
+        };
+        g.push_scope(&self.name);
+        let heads_shape = g.const_i64_vec(&[1, -1, h, dh]);
+        let mut split = |x: &str, perm: &[i64]| {
+            let r = g.op("Reshape", &[x, &heads_shape], vec![]);
+            g.op("Transpose", &[&r], vec![attr_ints("perm", perm)])
+        };
+        let q = split(&q, &[0, 2, 1, 3]);
+        let kt = split(&k, &[0, 2, 3, 1]);
+        let v = split(&v, &[0, 2, 1, 3]);
+        let scores = g.op("MatMul", &[&q, &kt], vec![]);
+        let scale = g.const_f32_scalar(1.0 / (dh as f32).sqrt());
+        let scores = g.op("Mul", &[&scores, &scale], vec![]);
+        let starts = g.const_i64_vec(&[0, 0]);
+        let axes = g.const_i64_vec(&[0, 1]);
+        let mask = g.op("Slice", &[CAUSAL_MASK, &starts, &ends, &axes], vec![]);
+        let scores = g.op("Add", &[&scores, &mask], vec![]);
+        let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+        let y = g.op("MatMul", &[&probs, &v], vec![]);
+        let y = g.op("Transpose", &[&y], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let merged = g.const_i64_vec(&[1, -1, d as i64]);
+        let y = g.op("Reshape", &[&y, &merged], vec![]);
+        g.pop_scope();
+        self.o.export(g, &y)
+    }
+}
+
+/// Pre-LN Transformer block: `h = x + Attn(LN1(x)); out = h + MLP(LN2(h))`.
+#[derive(Clone, Debug)]
+pub struct Block {
+    name: String,
+    ln1: LayerNorm,
+    attn: CausalSelfAttention,
+    ln2: LayerNorm,
+    mlp: Mlp,
+}
+
+/// Shape hyper-parameters of a [`Block`].
+#[derive(Clone, Copy, Debug)]
+pub struct BlockDims {
+    /// Model width.
+    pub d_model: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// MLP hidden width.
+    pub d_ff: usize,
+    /// Longest supported sequence.
+    pub max_seq: usize,
+}
+
+impl Block {
+    /// A block with normal(0, std) projections; residual outputs use `out_std`.
+    pub fn new(
+        p: &mut Params,
+        name: &str,
+        dims: BlockDims,
+        std: f64,
+        out_std: f64,
+    ) -> Result<Self> {
+        let d = dims.d_model;
+        Ok(Self {
+            name: name.to_string(),
+            ln1: LayerNorm::new(p, &format!("{name}.ln1"), d, 1e-5)?,
+            attn: CausalSelfAttention::new(
+                p,
+                &format!("{name}.attn"),
+                d,
+                dims.n_heads,
+                dims.max_seq,
+                std,
+                out_std,
+            )?,
+            ln2: LayerNorm::new(p, &format!("{name}.ln2"), d, 1e-5)?,
+            mlp: Mlp::new(p, &format!("{name}.mlp"), d, dims.d_ff, std, out_std)?,
+        })
+    }
+}
+
+impl ZooLayer for Block {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = (x + self.attn.forward(&self.ln1.forward(x)?)?)?;
+        &h + self.mlp.forward(&self.ln2.forward(&h)?)?
+    }
+
+    fn export(&self, g: &mut GraphBuilder, input: &str) -> Result<String> {
+        let a = self.ln1.export(g, input)?;
+        let a = self.attn.export(g, &a)?;
+        g.push_scope(&self.name);
+        let h = g.op("Add", &[input, &a], vec![]);
+        g.pop_scope();
+        let m = self.ln2.export(g, &h)?;
+        let m = self.mlp.export(g, &m)?;
+        g.push_scope(&self.name);
+        let out = g.op("Add", &[&h, &m], vec![]);
+        g.pop_scope();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_layout() {
+        let m = causal_mask_data(3);
+        assert_eq!(m[0..3], [0.0, MASK_NEG, MASK_NEG]);
+        assert_eq!(m[3..6], [0.0, 0.0, MASK_NEG]);
+        assert_eq!(m[6..9], [0.0, 0.0, 0.0]);
+    }
+}

@@ -1,0 +1,247 @@
+//! The GPT family: a decoder-only, pre-LN, character-level Transformer LM.
+//!
+//! [`Gpt`] trains in candle and exports itself to ONNX with the conventions the converter's
+//! importer expects (see `shared/DESIGN.md`). Training, artefacts and the model card live in
+//! [`train`] and [`card`].
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use mote_converters::zoo::gpt::{Gpt, GptConfig};
+//! let cfg = GptConfig { n_layers: 1, ..GptConfig::new(20) };
+//! let gpt = Gpt::new(cfg, 0)?;
+//! let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu)?;
+//! assert_eq!(gpt.logits(&ids)?.dims(), &[1, 3, 20]);
+//! let onnx = gpt.export_onnx("abcdefghijklmnopqrst")?;
+//! assert!(onnx.len() > 1000);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+pub mod card;
+pub mod train;
+
+pub use card::write_gpt_card;
+pub use train::{train_gpt, GptReport, GptTrainOptions, Sample};
+
+use anyhow::{ensure, Result};
+use candle_core::{Tensor, Var};
+use serde::Serialize;
+
+use super::attention::{export_seq_len, Block, BlockDims};
+use super::layers::{export_tensor, Embedding, LayerNorm, Linear, Params, ZooLayer};
+use super::onnx_builder::{attr_int, DataType, Dim, GraphBuilder};
+
+/// Architecture hyper-parameters.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct GptConfig {
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Model width.
+    pub d_model: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Transformer blocks.
+    pub n_layers: usize,
+    /// MLP hidden width.
+    pub d_ff: usize,
+    /// Context length (position table size).
+    pub max_seq: usize,
+    /// Std of the normal weight initialisation.
+    pub init_std: f64,
+}
+
+impl GptConfig {
+    /// The zoo model: d_model 64, 4 heads, 2 layers, ffn 256, context 64.
+    pub fn new(vocab: usize) -> Self {
+        Self {
+            vocab,
+            d_model: 64,
+            n_heads: 4,
+            n_layers: 2,
+            d_ff: 256,
+            max_seq: 64,
+            init_std: 0.02,
+        }
+    }
+}
+
+/// A GPT-style decoder-only LM.
+#[derive(Debug)]
+pub struct Gpt {
+    cfg: GptConfig,
+    params: Params,
+    tok: Embedding,
+    pos: Var,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    head: Linear,
+}
+
+impl Gpt {
+    /// A freshly initialised model (weights drawn from `seed`).
+    pub fn new(cfg: GptConfig, seed: u64) -> Result<Self> {
+        let mut p = Params::new(seed);
+        let std = cfg.init_std;
+        let out_std = std / (2.0 * cfg.n_layers as f64).sqrt();
+        let tok = Embedding::new(&mut p, "tok_emb", cfg.vocab, cfg.d_model, std)?;
+        let pos = p.normal("pos_emb.weight", &[cfg.max_seq, cfg.d_model], std, false)?;
+        let dims = BlockDims {
+            d_model: cfg.d_model,
+            n_heads: cfg.n_heads,
+            d_ff: cfg.d_ff,
+            max_seq: cfg.max_seq,
+        };
+        let blocks = (0..cfg.n_layers)
+            .map(|i| Block::new(&mut p, &format!("h.{i}"), dims, std, out_std))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = LayerNorm::new(&mut p, "ln_f", cfg.d_model, 1e-5)?;
+        let head = Linear::new(&mut p, "lm_head", cfg.d_model, cfg.vocab, std)?;
+        Ok(Self {
+            cfg,
+            params: p,
+            tok,
+            pos,
+            blocks,
+            ln_f,
+            head,
+        })
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> &GptConfig {
+        &self.cfg
+    }
+
+    /// The trainable parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Mutable parameters (e.g. to randomise them in tests).
+    pub fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
+
+    /// Logits `[B, S, vocab]` for token ids `[B, S]` (u32 or i64, `S <= max_seq`).
+    pub fn logits(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward(ids)
+    }
+
+    /// Encodes the model as ONNX; `vocab` is the tokenizer string (id i = i-th char).
+    pub fn export_onnx(&self, vocab: &str) -> Result<Vec<u8>> {
+        ensure!(
+            vocab.chars().count() == self.cfg.vocab,
+            "vocab string has {} symbols, model has {}",
+            vocab.chars().count(),
+            self.cfg.vocab
+        );
+        let mut g = GraphBuilder::new("mote_gpt");
+        let seq = Dim::Param("seq".into());
+        g.input("tokens", DataType::Int64, &[Dim::Fixed(1), seq.clone()]);
+        let logits = self.export(&mut g, "tokens")?;
+        g.output(
+            &logits,
+            DataType::Float,
+            &[Dim::Fixed(1), seq, Dim::Fixed(self.cfg.vocab as i64)],
+        );
+        g.metadata("mote.family", "gpt");
+        g.metadata("mote.tokenizer", &format!("chars:{vocab}"));
+        g.metadata("mote.max_seq", &self.cfg.max_seq.to_string());
+        Ok(g.finish())
+    }
+}
+
+impl ZooLayer for Gpt {
+    fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, s) = ids.dims2()?;
+        let pos = self.pos.as_tensor().narrow(0, 0, s)?;
+        let mut x = self.tok.forward(ids)?.broadcast_add(&pos)?;
+        for b in &self.blocks {
+            x = b.forward(&x)?;
+        }
+        self.head.forward(&self.ln_f.forward(&x)?)
+    }
+
+    /// Reads int64 `tokens [1, S]`; the output value is named `logits`.
+    fn export(&self, g: &mut GraphBuilder, tokens: &str) -> Result<String> {
+        let x = self.tok.export(g, tokens)?;
+        let seq = export_seq_len(g, tokens);
+        let pos_w = export_tensor(g, "pos_emb.weight", &self.pos)?;
+        g.push_scope("pos_emb");
+        let zero = g.const_i64_scalar(0);
+        let one = g.const_i64_scalar(1);
+        let range = g.op("Range", &[&zero, &seq, &one], vec![]);
+        let pos = g.op("Gather", &[&pos_w, &range], vec![attr_int("axis", 0)]);
+        let mut x = g.op("Add", &[&x, &pos], vec![]);
+        g.pop_scope();
+        for b in &self.blocks {
+            x = b.export(g, &x)?;
+        }
+        let x = self.ln_f.export(g, &x)?;
+        self.head.export_as(g, &x, Some("logits"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zoo::layers::tensor_data;
+    use crate::zoo::rng::SplitMix64;
+    use crate::zoo::tract_run::run_tract_i64;
+    use candle_core::Device;
+
+    #[test]
+    fn exported_gpt_matches_candle_in_tract() -> Result<()> {
+        let cfg = GptConfig {
+            max_seq: 16,
+            ..GptConfig::new(12)
+        };
+        let mut gpt = Gpt::new(cfg, 9)?;
+        // Untrained but non-trivial: every weight, bias and norm parameter random.
+        gpt.params_mut().randomize(0.3)?;
+        let onnx = gpt.export_onnx("abcdefghijkl")?;
+        let mut r = SplitMix64::new(4);
+        for s in [1usize, 7, 16] {
+            let ids: Vec<i64> = (0..s).map(|_| r.below(12) as i64).collect();
+            let t = Tensor::from_vec(ids.clone(), (1, s), &Device::Cpu)?;
+            let want = tensor_data(&gpt.logits(&t)?)?;
+            let (shape, got) = run_tract_i64(&onnx, &ids, &[1, s])?;
+            assert_eq!(shape, vec![1, s, 12]);
+            let max = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(max < 1e-4, "seq {s}: max abs diff {max}");
+            assert!(want.iter().map(|v| v.abs()).fold(0f32, f32::max) > 0.1);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn onnx_conventions() -> Result<()> {
+        use prost::Message;
+        let gpt = Gpt::new(GptConfig::new(5), 1)?;
+        let bytes = gpt.export_onnx("ab\ncd")?;
+        let m = tract_onnx::pb::ModelProto::decode(&bytes[..])?;
+        assert_eq!(m.opset_import[0].version, 17);
+        assert_eq!(m.ir_version, 8);
+        let meta: Vec<(&str, &str)> = m
+            .metadata_props
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        assert!(meta.contains(&("mote.family", "gpt")));
+        assert!(meta.contains(&("mote.tokenizer", "chars:ab\ncd")));
+        assert!(meta.contains(&("mote.max_seq", "64")));
+        let g = m.graph.unwrap();
+        assert_eq!(g.input[0].name, "tokens");
+        assert_eq!(g.output[0].name, "logits");
+        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+        assert_eq!(ops.iter().filter(|o| **o == "Softmax").count(), 2);
+        assert_eq!(ops.iter().filter(|o| **o == "Erf").count(), 2);
+        assert_eq!(ops.iter().filter(|o| **o == "Slice").count(), 2);
+        assert_eq!(ops.iter().filter(|o| **o == "Range").count(), 1);
+        assert!(g.initializer.iter().any(|t| t.name == "causal_mask"));
+        Ok(())
+    }
+}

@@ -1,0 +1,24 @@
+//! The model zoo: every family is trained here in candle on procedural data and exported to
+//! ONNX by the same layer code ([`layers::ZooLayer`]), so trained and exported graphs cannot
+//! drift.
+//!
+//! ```no_run
+//! use mote_converters::zoo::{train_gpt, write_gpt_card, GptTrainOptions};
+//! let out = std::path::Path::new("models/gpt");
+//! let report = train_gpt(out, &GptTrainOptions::default())?;
+//! write_gpt_card(out, &report, "")?;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+pub mod attention;
+pub mod corpus;
+pub mod gpt;
+pub mod layers;
+pub mod npy;
+pub mod onnx_builder;
+pub mod rng;
+pub mod tract_run;
+
+pub use gpt::{train_gpt, write_gpt_card, GptReport, GptTrainOptions};
+pub use layers::ZooLayer;
+pub use onnx_builder::GraphBuilder;

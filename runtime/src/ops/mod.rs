@@ -1,0 +1,515 @@
+//! The op set of the `.mote` format: kinds, parameters and their on-disk encoding.
+//!
+//! Each op is stored as a kind tag plus a few little-endian `u32` parameter words.
+//! [`Op::decode`] validates the words; [`Op::encode`] writes them (used by the converter).
+
+use crate::error::{Error, Result};
+use crate::tensor::MAX_RANK;
+
+/// The most parameter words any op uses.
+pub const MAX_PARAM_WORDS: usize = 16;
+/// The most inputs any op takes (Concat is the widest).
+pub const MAX_INPUTS: usize = 16;
+
+/// Element-wise binary operations (NumPy broadcasting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum BinaryOp {
+    /// `a + b`
+    Add = 0,
+    /// `a - b`
+    Sub = 1,
+    /// `a * b`
+    Mul = 2,
+    /// `a / b`
+    Div = 3,
+    /// `max(a, b)`
+    Max = 4,
+    /// `min(a, b)`
+    Min = 5,
+    /// `a ^ b`
+    Pow = 6,
+}
+
+/// Element-wise unary operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum UnaryOp {
+    /// `max(x, 0)`
+    Relu = 0,
+    /// Exact GELU: `x * Φ(x)` with `erf`.
+    Gelu = 1,
+    /// GELU, tanh approximation.
+    GeluTanh = 2,
+    /// `x * sigmoid(x)`
+    Silu = 3,
+    /// Hyperbolic tangent.
+    Tanh = 4,
+    /// Logistic sigmoid.
+    Sigmoid = 5,
+    /// `e^x`
+    Exp = 6,
+    /// Square root.
+    Sqrt = 7,
+    /// `-x`
+    Neg = 8,
+    /// Error function.
+    Erf = 9,
+    /// `|x|`
+    Abs = 10,
+    /// `1 / x`
+    Reciprocal = 11,
+    /// Copy with dtype/quantisation conversion (quantise, dequantise, requantise, cast).
+    Identity = 12,
+}
+
+/// How attention masks keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum MaskMode {
+    /// Every query sees every key (subject to an optional padding mask input).
+    None = 0,
+    /// Query at absolute position `p` sees keys at positions `<= p`.
+    Causal = 1,
+}
+
+/// Where an attention op keeps its key/value cache in the state region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct KvCache {
+    /// Byte offset of the key cache in the state region.
+    pub k_offset: u32,
+    /// Byte offset of the value cache in the state region.
+    pub v_offset: u32,
+    /// Positions the cache holds.
+    pub capacity: u32,
+}
+
+/// Fused multi-head attention parameters.
+///
+/// Inputs: `q [B, Sq, H*Dh]`, `k [B, Skv, H*Dh]`, `v [B, Skv, H*Dh]`, optional key mask
+/// `[B, Skv]` (non-zero = attend). Output `[B, Sq, H*Dh]`. With a cache, `k`/`v` hold only
+/// the new positions; they are appended at the session position and attention runs over
+/// the whole cached prefix (batch must be 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Attention {
+    /// Number of heads `H`.
+    pub heads: u16,
+    /// Size of each head `Dh`.
+    pub head_dim: u16,
+    /// Mask mode.
+    pub mask: MaskMode,
+    /// Scale applied to `q·k` (usually `1/sqrt(Dh)`).
+    pub scale: f32,
+    /// Incremental decoding cache, if any.
+    pub cache: Option<KvCache>,
+}
+
+/// One op of the graph with its parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Op {
+    /// Fully connected: `a [.., M, K]` times constant weights `w [N, K]` (+ bias `[N]`).
+    /// f32 path: `w` f32 or f16, bias f32. int8 path: `a` i8, `w` i8 per-channel, bias i32,
+    /// plus a requantisation table `i32 [N, 2]` (multiplier, shift) when the output is i8.
+    MatMul {
+        /// Whether input 2 is a bias.
+        has_bias: bool,
+    },
+    /// `a [.., M, K] x b [.., K, N]` with both operands computed at run time.
+    BatchMatMul,
+    /// Element-wise binary op with broadcasting.
+    Binary(BinaryOp),
+    /// Element-wise unary op.
+    Unary(UnaryOp),
+    /// Softmax along `axis`.
+    Softmax {
+        /// Axis to normalise.
+        axis: u8,
+    },
+    /// LayerNorm over the last axis: inputs `x`, `gamma`, optional `beta`.
+    LayerNorm {
+        /// Variance epsilon.
+        eps: f32,
+        /// Whether input 2 is a bias.
+        has_beta: bool,
+    },
+    /// RMSNorm over the last axis: inputs `x`, `gamma`.
+    RmsNorm {
+        /// Epsilon added to the mean square.
+        eps: f32,
+    },
+    /// Gather rows of `data` along `axis` by `indices` (i32).
+    Gather {
+        /// Axis of `data` to index.
+        axis: u8,
+    },
+    /// Same elements, new shape (a no-op when planned in place).
+    Reshape,
+    /// Permute axes: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        /// Permutation (first `rank` entries used).
+        perm: [u8; MAX_RANK],
+    },
+    /// Concatenate inputs along `axis`.
+    Concat {
+        /// Axis to join.
+        axis: u8,
+    },
+    /// Strided slice: output element `idx` reads input `start + idx * step` per axis.
+    Slice {
+        /// First index per axis.
+        starts: [u32; MAX_RANK],
+        /// Step per axis (non-zero; negative walks backwards).
+        steps: [i32; MAX_RANK],
+    },
+    /// Fused streaming multi-head attention.
+    Attention(Attention),
+    /// Position indices `start + (session position) + i * step` as i32 `[n]`.
+    Positions {
+        /// First position.
+        start: i32,
+        /// Increment.
+        step: i32,
+    },
+}
+
+/// On-disk kind tags.
+mod kind {
+    pub const MATMUL: u16 = 1;
+    pub const BATCH_MATMUL: u16 = 2;
+    pub const BINARY: u16 = 3;
+    pub const UNARY: u16 = 4;
+    pub const SOFTMAX: u16 = 5;
+    pub const LAYER_NORM: u16 = 6;
+    pub const RMS_NORM: u16 = 7;
+    pub const GATHER: u16 = 8;
+    pub const RESHAPE: u16 = 9;
+    pub const TRANSPOSE: u16 = 10;
+    pub const CONCAT: u16 = 11;
+    pub const SLICE: u16 = 12;
+    pub const ATTENTION: u16 = 13;
+    pub const POSITIONS: u16 = 14;
+}
+
+/// Parameter words of one op, without allocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParamWords {
+    words: [u32; MAX_PARAM_WORDS],
+    len: usize,
+}
+
+impl ParamWords {
+    fn push(&mut self, w: u32) {
+        // Encoders below never exceed MAX_PARAM_WORDS.
+        self.words[self.len] = w;
+        self.len += 1;
+    }
+
+    /// The encoded words.
+    pub fn as_slice(&self) -> &[u32] {
+        &self.words[..self.len]
+    }
+}
+
+fn word(p: &[u32], i: usize) -> Result<u32> {
+    p.get(i).copied().ok_or(Error::BadParams)
+}
+
+fn bool_word(p: &[u32], i: usize) -> Result<bool> {
+    match word(p, i)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Error::BadParams),
+    }
+}
+
+fn finite(p: &[u32], i: usize) -> Result<f32> {
+    let v = f32::from_bits(word(p, i)?);
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(Error::BadParams)
+    }
+}
+
+impl BinaryOp {
+    fn from_u32(v: u32) -> Result<Self> {
+        use BinaryOp::*;
+        Ok(match v {
+            0 => Add,
+            1 => Sub,
+            2 => Mul,
+            3 => Div,
+            4 => Max,
+            5 => Min,
+            6 => Pow,
+            _ => return Err(Error::BadParams),
+        })
+    }
+}
+
+impl UnaryOp {
+    fn from_u32(v: u32) -> Result<Self> {
+        use UnaryOp::*;
+        Ok(match v {
+            0 => Relu,
+            1 => Gelu,
+            2 => GeluTanh,
+            3 => Silu,
+            4 => Tanh,
+            5 => Sigmoid,
+            6 => Exp,
+            7 => Sqrt,
+            8 => Neg,
+            9 => Erf,
+            10 => Abs,
+            11 => Reciprocal,
+            12 => Identity,
+            _ => return Err(Error::BadParams),
+        })
+    }
+}
+
+impl Op {
+    /// A short human-readable name for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::MatMul { .. } => "MatMul",
+            Op::BatchMatMul => "BatchMatMul",
+            Op::Binary(b) => match b {
+                BinaryOp::Add => "Add",
+                BinaryOp::Sub => "Sub",
+                BinaryOp::Mul => "Mul",
+                BinaryOp::Div => "Div",
+                BinaryOp::Max => "Max",
+                BinaryOp::Min => "Min",
+                BinaryOp::Pow => "Pow",
+            },
+            Op::Unary(u) => match u {
+                UnaryOp::Relu => "Relu",
+                UnaryOp::Gelu => "Gelu",
+                UnaryOp::GeluTanh => "GeluTanh",
+                UnaryOp::Silu => "Silu",
+                UnaryOp::Tanh => "Tanh",
+                UnaryOp::Sigmoid => "Sigmoid",
+                UnaryOp::Exp => "Exp",
+                UnaryOp::Sqrt => "Sqrt",
+                UnaryOp::Neg => "Neg",
+                UnaryOp::Erf => "Erf",
+                UnaryOp::Abs => "Abs",
+                UnaryOp::Reciprocal => "Reciprocal",
+                UnaryOp::Identity => "Convert",
+            },
+            Op::Softmax { .. } => "Softmax",
+            Op::LayerNorm { .. } => "LayerNorm",
+            Op::RmsNorm { .. } => "RmsNorm",
+            Op::Gather { .. } => "Gather",
+            Op::Reshape => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Concat { .. } => "Concat",
+            Op::Slice { .. } => "Slice",
+            Op::Attention(_) => "Attention",
+            Op::Positions { .. } => "Positions",
+        }
+    }
+
+    /// Whether the op may write its output over its first input (element-wise ops).
+    pub fn allows_in_place(&self) -> bool {
+        matches!(self, Op::Binary(_) | Op::Unary(_) | Op::Reshape)
+    }
+
+    /// Encodes the op as `(kind, parameter words)`.
+    pub fn encode(&self) -> (u16, ParamWords) {
+        let mut p = ParamWords::default();
+        let k = match *self {
+            Op::MatMul { has_bias } => {
+                p.push(has_bias as u32);
+                kind::MATMUL
+            }
+            Op::BatchMatMul => kind::BATCH_MATMUL,
+            Op::Binary(b) => {
+                p.push(b as u32);
+                kind::BINARY
+            }
+            Op::Unary(u) => {
+                p.push(u as u32);
+                kind::UNARY
+            }
+            Op::Softmax { axis } => {
+                p.push(axis as u32);
+                kind::SOFTMAX
+            }
+            Op::LayerNorm { eps, has_beta } => {
+                p.push(eps.to_bits());
+                p.push(has_beta as u32);
+                kind::LAYER_NORM
+            }
+            Op::RmsNorm { eps } => {
+                p.push(eps.to_bits());
+                kind::RMS_NORM
+            }
+            Op::Gather { axis } => {
+                p.push(axis as u32);
+                kind::GATHER
+            }
+            Op::Reshape => kind::RESHAPE,
+            Op::Transpose { perm } => {
+                p.push(u32::from_le_bytes([perm[0], perm[1], perm[2], perm[3]]));
+                p.push(u32::from_le_bytes([perm[4], perm[5], 0, 0]));
+                kind::TRANSPOSE
+            }
+            Op::Concat { axis } => {
+                p.push(axis as u32);
+                kind::CONCAT
+            }
+            Op::Slice { starts, steps } => {
+                for s in starts {
+                    p.push(s);
+                }
+                for s in steps {
+                    p.push(s as u32);
+                }
+                kind::SLICE
+            }
+            Op::Attention(a) => {
+                p.push(a.heads as u32 | (a.head_dim as u32) << 16);
+                p.push(a.mask as u32);
+                p.push(a.scale.to_bits());
+                match a.cache {
+                    None => p.push(0),
+                    Some(c) => {
+                        p.push(1);
+                        p.push(c.k_offset);
+                        p.push(c.v_offset);
+                        p.push(c.capacity);
+                    }
+                }
+                kind::ATTENTION
+            }
+            Op::Positions { start, step } => {
+                p.push(start as u32);
+                p.push(step as u32);
+                kind::POSITIONS
+            }
+        };
+        (k, p)
+    }
+
+    /// Decodes and validates an op from its kind tag and parameter words.
+    pub fn decode(kind: u16, p: &[u32]) -> Result<Op> {
+        let op = match kind {
+            kind::MATMUL => Op::MatMul { has_bias: bool_word(p, 0)? },
+            kind::BATCH_MATMUL => Op::BatchMatMul,
+            kind::BINARY => Op::Binary(BinaryOp::from_u32(word(p, 0)?)?),
+            kind::UNARY => Op::Unary(UnaryOp::from_u32(word(p, 0)?)?),
+            kind::SOFTMAX => Op::Softmax { axis: small(word(p, 0)?)? },
+            kind::LAYER_NORM => Op::LayerNorm { eps: finite(p, 0)?, has_beta: bool_word(p, 1)? },
+            kind::RMS_NORM => Op::RmsNorm { eps: finite(p, 0)? },
+            kind::GATHER => Op::Gather { axis: small(word(p, 0)?)? },
+            kind::RESHAPE => Op::Reshape,
+            kind::TRANSPOSE => {
+                let a = word(p, 0)?.to_le_bytes();
+                let b = word(p, 1)?.to_le_bytes();
+                Op::Transpose { perm: [a[0], a[1], a[2], a[3], b[0], b[1]] }
+            }
+            kind::CONCAT => Op::Concat { axis: small(word(p, 0)?)? },
+            kind::SLICE => {
+                let mut starts = [0u32; MAX_RANK];
+                let mut steps = [0i32; MAX_RANK];
+                for i in 0..MAX_RANK {
+                    starts[i] = word(p, i)?;
+                    steps[i] = word(p, MAX_RANK + i)? as i32;
+                }
+                Op::Slice { starts, steps }
+            }
+            kind::ATTENTION => {
+                let hw = word(p, 0)?;
+                let mask = match word(p, 1)? {
+                    0 => MaskMode::None,
+                    1 => MaskMode::Causal,
+                    _ => return Err(Error::BadParams),
+                };
+                let cache = match word(p, 3)? {
+                    0 => None,
+                    1 => Some(KvCache {
+                        k_offset: word(p, 4)?,
+                        v_offset: word(p, 5)?,
+                        capacity: word(p, 6)?,
+                    }),
+                    _ => return Err(Error::BadParams),
+                };
+                Op::Attention(Attention {
+                    heads: (hw & 0xFFFF) as u16,
+                    head_dim: (hw >> 16) as u16,
+                    mask,
+                    scale: finite(p, 2)?,
+                    cache,
+                })
+            }
+            kind::POSITIONS => Op::Positions { start: word(p, 0)? as i32, step: word(p, 1)? as i32 },
+            _ => return Err(Error::BadEnum),
+        };
+        // Reject trailing garbage so every file has exactly one encoding.
+        if op.encode().1.as_slice() != p {
+            return Err(Error::BadParams);
+        }
+        Ok(op)
+    }
+}
+
+fn small(v: u32) -> Result<u8> {
+    if (v as usize) < MAX_RANK {
+        Ok(v as u8)
+    } else {
+        Err(Error::BadParams)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_round_trips_through_its_encoding() {
+        let ops = [
+            Op::MatMul { has_bias: true },
+            Op::BatchMatMul,
+            Op::Binary(BinaryOp::Pow),
+            Op::Unary(UnaryOp::Identity),
+            Op::Softmax { axis: 3 },
+            Op::LayerNorm { eps: 1e-5, has_beta: false },
+            Op::RmsNorm { eps: 1e-6 },
+            Op::Gather { axis: 1 },
+            Op::Reshape,
+            Op::Transpose { perm: [0, 2, 1, 3, 4, 5] },
+            Op::Concat { axis: 2 },
+            Op::Slice { starts: [0, 1, 2, 3, 4, 5], steps: [1, -1, 2, 1, 1, 1] },
+            Op::Attention(Attention {
+                heads: 4,
+                head_dim: 16,
+                mask: MaskMode::Causal,
+                scale: 0.25,
+                cache: Some(KvCache { k_offset: 16, v_offset: 4112, capacity: 64 }),
+            }),
+            Op::Positions { start: 0, step: 1 },
+        ];
+        for op in ops {
+            let (k, p) = op.encode();
+            assert_eq!(Op::decode(k, p.as_slice()), Ok(op));
+        }
+    }
+
+    #[test]
+    fn malformed_params_are_errors() {
+        assert_eq!(Op::decode(99, &[]), Err(Error::BadEnum));
+        assert_eq!(Op::decode(kind::BINARY, &[42]), Err(Error::BadParams));
+        assert_eq!(Op::decode(kind::MATMUL, &[1, 7]), Err(Error::BadParams));
+        assert_eq!(Op::decode(kind::RMS_NORM, &[f32::NAN.to_bits()]), Err(Error::BadParams));
+        assert_eq!(Op::decode(kind::SOFTMAX, &[9]), Err(Error::BadParams));
+    }
+}
