@@ -1,8 +1,8 @@
 //! Host-side n-d arrays and their `.npy` interchange (via `npyz`).
 
 use anyhow::{bail, Context, Result};
-use std::fs::File;
 use npyz::WriterBuilder;
+use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
@@ -56,7 +56,8 @@ impl Array {
     /// Reads a `.npy` file of f32/f64/f16 or any integer/bool type.
     pub fn read_npy(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
+        let npy =
+            npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a valid .npy file", path.display()))?;
         let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
         if npy.order() != npyz::Order::C {
             bail!("{}: Fortran-ordered arrays are not supported; save with C order", path.display());

@@ -114,7 +114,8 @@ pub fn convert(onnx: &Path, opts: &Options) -> Result<Converted> {
             emit::emit(&entries, QuantMode::Int8, Some(&ranges), &metadata)?
         }
     };
-    let parsed = mote::Model::parse(&out.bytes).map_err(|e| anyhow!("internal error: the emitted file does not validate: {e}"))?;
+    let parsed = mote::Model::parse(&out.bytes)
+        .map_err(|e| anyhow!("internal error: the emitted file does not validate: {e}"))?;
     let inspection = report::inspect(&parsed)?;
     Ok(Converted { bytes: out.bytes, plans: out.plans, inspection, decode_dim })
 }
@@ -143,7 +144,9 @@ pub fn calibrate(f32_bytes: &[u8], samples: &[Vec<Array>]) -> Result<Ranges> {
 /// Largest valid index for each integer input: the rows of the table it indexes.
 fn index_bound(g: &Graph, input: usize) -> Option<usize> {
     g.nodes.iter().find_map(|n| match n.op {
-        IrOp::Rt(Op::Gather { axis }) if n.inputs.get(1) == Some(&input) => g.tensors[n.inputs[0]].shape.get(axis as usize).copied(),
+        IrOp::Rt(Op::Gather { axis }) if n.inputs.get(1) == Some(&input) => {
+            g.tensors[n.inputs[0]].shape.get(axis as usize).copied()
+        }
         _ => None,
     })
 }
@@ -220,7 +223,15 @@ pub fn check_budgets(r: &Inspection, ram: Option<usize>, flash: Option<usize>) -
             let mut rows: Vec<_> = r.ops.iter().collect();
             rows.sort_by_key(|o| std::cmp::Reverse(o.arena_live));
             for o in rows.iter().take(8) {
-                s += &format!("  [{}] #{:<4} {:<11} {:<32} {:>10}{}\n", o.entry, o.index, o.op, o.output, report::bytes(o.arena_live), if o.arena_live > ram { "  <- alone exceeds the budget" } else { "" });
+                s += &format!(
+                    "  [{}] #{:<4} {:<11} {:<32} {:>10}{}\n",
+                    o.entry,
+                    o.index,
+                    o.op,
+                    o.output,
+                    report::bytes(o.arena_live),
+                    if o.arena_live > ram { "  <- alone exceeds the budget" } else { "" }
+                );
             }
             problems.push(s);
         }
@@ -236,7 +247,14 @@ pub fn check_budgets(r: &Inspection, ram: Option<usize>, flash: Option<usize>) -
             let mut rows: Vec<_> = r.ops.iter().filter(|o| o.weight_bytes > 0).collect();
             rows.sort_by_key(|o| std::cmp::Reverse(o.weight_bytes));
             for o in rows.iter().take(8) {
-                s += &format!("  [{}] #{:<4} {:<11} {:<32} {:>10}\n", o.entry, o.index, o.op, o.output, report::bytes(o.weight_bytes));
+                s += &format!(
+                    "  [{}] #{:<4} {:<11} {:<32} {:>10}\n",
+                    o.entry,
+                    o.index,
+                    o.op,
+                    o.output,
+                    report::bytes(o.weight_bytes)
+                );
             }
             s += "Try --quant int8 (4x smaller weights than f32) or a smaller model.\n";
             problems.push(s);

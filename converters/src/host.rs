@@ -89,11 +89,14 @@ pub fn run(bytes: &[u8], entry: &str, inputs: &[Array]) -> Result<Vec<Array>> {
 }
 
 /// Like [`run`], calling `observe(tensor name, values)` after each op.
-pub fn run_observed(bytes: &[u8], entry: &str, inputs: &[Array], mut observe: impl FnMut(&str, &[f32])) -> Result<Vec<Array>> {
+pub fn run_observed(
+    bytes: &[u8],
+    entry: &str,
+    inputs: &[Array],
+    mut observe: impl FnMut(&str, &[f32]),
+) -> Result<Vec<Array>> {
     let model = Model::parse(bytes)?;
-    let e = model
-        .entry_by_name(entry)
-        .map_err(|_| anyhow!("the model has no entry point '{entry}'"))?;
+    let e = model.entry_by_name(entry).map_err(|_| anyhow!("the model has no entry point '{entry}'"))?;
     let mut mem = Memory::for_model(&model);
     let mut session = Session::new(&model, &mut mem.arena, &mut mem.state)?;
     set_inputs(&mut session, e, inputs)?;

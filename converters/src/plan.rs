@@ -75,13 +75,7 @@ fn inplace_links(requests: &[BufferRequest]) -> Vec<Option<usize>> {
         let Some(j) = r.inplace_of else { continue };
         let Some(src) = requests.get(j) else { continue };
         let (sf, sl) = lifetime(src);
-        if j != i
-            && !claimed[j]
-            && r.size > 0
-            && r.size == src.size
-            && sf < r.first_use
-            && sl == r.first_use
-        {
+        if j != i && !claimed[j] && r.size > 0 && r.size == src.size && sf < r.first_use && sl == r.first_use {
             claimed[j] = true;
             links[i] = Some(j);
         }
@@ -114,9 +108,7 @@ pub fn plan(requests: &[BufferRequest], alignment: usize) -> Plan {
         let g = &mut span[root[i]];
         *g = (g.0.min(f), g.1.max(l));
     }
-    let mut groups: Vec<usize> = (0..n)
-        .filter(|&i| root[i] == i && requests[i].size > 0)
-        .collect();
+    let mut groups: Vec<usize> = (0..n).filter(|&i| root[i] == i && requests[i].size > 0).collect();
     let gsize = |g: usize| align_up(requests[g].size, alignment);
 
     // Lower bound: sweep over lifetime start/end events.
@@ -164,22 +156,8 @@ pub fn plan(requests: &[BufferRequest], alignment: usize) -> Plan {
         placed.push(g);
     }
 
-    let offsets = (0..n)
-        .map(|i| {
-            if requests[i].size == 0 {
-                0
-            } else {
-                offset_of[root[i]]
-            }
-        })
-        .collect();
-    Plan {
-        offsets,
-        arena_size,
-        lower_bound,
-        inplace_merged: links.iter().flatten().count(),
-        alignment,
-    }
+    let offsets = (0..n).map(|i| if requests[i].size == 0 { 0 } else { offset_of[root[i]] }).collect();
+    Plan { offsets, arena_size, lower_bound, inplace_merged: links.iter().flatten().count(), alignment }
 }
 
 /// Checks `plan` against `requests`: one offset per request, aligned offsets,
@@ -191,17 +169,10 @@ pub fn plan(requests: &[BufferRequest], alignment: usize) -> Plan {
 pub fn verify(requests: &[BufferRequest], plan: &Plan) -> Result<(), String> {
     let a = plan.alignment.max(1);
     if plan.offsets.len() != requests.len() {
-        return Err(format!(
-            "{} offsets for {} requests",
-            plan.offsets.len(),
-            requests.len()
-        ));
+        return Err(format!("{} offsets for {} requests", plan.offsets.len(), requests.len()));
     }
     if plan.lower_bound > plan.arena_size {
-        return Err(format!(
-            "lower bound {} exceeds arena {}",
-            plan.lower_bound, plan.arena_size
-        ));
+        return Err(format!("lower bound {} exceeds arena {}", plan.lower_bound, plan.arena_size));
     }
     let inplace = |i: usize, j: usize| {
         let (ri, rj) = (&requests[i], &requests[j]);
@@ -211,12 +182,7 @@ pub fn verify(requests: &[BufferRequest], plan: &Plan) -> Result<(), String> {
             && rj.first_use < ri.first_use
             && lifetime(rj).1 == ri.first_use
     };
-    let extent = |i: usize| {
-        (
-            plan.offsets[i],
-            plan.offsets[i] + align_up(requests[i].size, a),
-        )
-    };
+    let extent = |i: usize| (plan.offsets[i], plan.offsets[i] + align_up(requests[i].size, a));
     for (i, r) in requests.iter().enumerate() {
         let (off, end) = extent(i);
         if r.size == 0 {
@@ -229,10 +195,7 @@ pub fn verify(requests: &[BufferRequest], plan: &Plan) -> Result<(), String> {
             return Err(format!("buffer {i} offset {off} not aligned to {a}"));
         }
         if end > plan.arena_size {
-            return Err(format!(
-                "buffer {i} ends at {end} past arena {}",
-                plan.arena_size
-            ));
+            return Err(format!("buffer {i} ends at {end} past arena {}", plan.arena_size));
         }
     }
     for i in 0..requests.len() {
@@ -246,9 +209,7 @@ pub fn verify(requests: &[BufferRequest], plan: &Plan) -> Result<(), String> {
             let (ai, bi) = extent(i);
             let (aj, bj) = extent(j);
             if overlap(lifetime(&requests[i]), lifetime(&requests[j])) && ai < bj && aj < bi {
-                return Err(format!(
-                    "buffers {i} [{ai},{bi}) and {j} [{aj},{bj}) overlap while both live"
-                ));
+                return Err(format!("buffers {i} [{ai},{bi}) and {j} [{aj},{bj}) overlap while both live"));
             }
         }
     }
@@ -260,12 +221,7 @@ mod tests {
     use super::*;
 
     fn req(size: usize, first_use: usize, last_use: usize) -> BufferRequest {
-        BufferRequest {
-            size,
-            first_use,
-            last_use,
-            inplace_of: None,
-        }
+        BufferRequest { size, first_use, last_use, inplace_of: None }
     }
 
     fn checked(requests: &[BufferRequest]) -> Plan {
@@ -287,12 +243,7 @@ mod tests {
     #[test]
     fn diamond_reaches_lower_bound() {
         // op0: a; op1: b = f(a); op2: c = g(a); op3: d = b + c.
-        let r = [
-            req(64, 0, 2),
-            req(32, 1, 3),
-            req(32, 2, 3),
-            req(64, 3, usize::MAX),
-        ];
+        let r = [req(64, 0, 2), req(32, 1, 3), req(32, 2, 3), req(64, 3, usize::MAX)];
         let p = checked(&r);
         assert_eq!(p.lower_bound, 128);
         assert_eq!(p.arena_size, 128);
@@ -302,12 +253,7 @@ mod tests {
     #[test]
     fn inplace_chain_shrinks_arena() {
         // a = conv; b = add(a, ..) in place; c = relu(b) in place; d = fc(c).
-        let mut r = vec![
-            req(64, 0, 1),
-            req(64, 1, 2),
-            req(64, 2, 3),
-            req(16, 3, usize::MAX),
-        ];
+        let mut r = vec![req(64, 0, 1), req(64, 1, 2), req(64, 2, 3), req(16, 3, usize::MAX)];
         let without = checked(&r);
         r[1].inplace_of = Some(0);
         r[2].inplace_of = Some(1);
@@ -372,10 +318,7 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn below(&mut self, n: usize) -> usize {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((self.0 >> 33) % n as u64) as usize
         }
     }
@@ -395,11 +338,7 @@ mod tests {
                         1 => first.saturating_sub(1), // never read
                         _ => first + rng.below(1 + (n_ops - first).min(8)),
                     };
-                    let size = if rng.below(20) == 0 {
-                        0
-                    } else {
-                        1 + rng.below(4096)
-                    };
+                    let size = if rng.below(20) == 0 { 0 } else { 1 + rng.below(4096) };
                     req(size, first, last)
                 })
                 .collect();

@@ -119,7 +119,9 @@ pub fn inspect(model: &Model<'_>) -> Result<Inspection> {
             // In-place ops share one buffer: count it once.
             let shared: usize = (0..op.n_inputs)
                 .filter_map(|k| model.tensor(model.op_input(&op, k).ok()?).ok())
-                .filter(|t| t.storage == Storage::Arena && t.range() == out.range() && first.get(&out_id.0) == Some(&step))
+                .filter(|t| {
+                    t.storage == Storage::Arena && t.range() == out.range() && first.get(&out_id.0) == Some(&step)
+                })
                 .map(|t| (t.byte_len as usize).div_ceil(16) * 16)
                 .sum();
             let live = live - shared.min(live);
@@ -169,7 +171,11 @@ pub fn bytes(n: usize) -> String {
 /// The report as a text table.
 pub fn render(r: &Inspection) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:>4}  {:<12} {:<11} {:<34} {:<16} {:>10} {:>10} {:>10}", "#", "entry", "op", "output", "shape", "MACs", "weights", "arena live");
+    let _ = writeln!(
+        s,
+        "{:>4}  {:<12} {:<11} {:<34} {:<16} {:>10} {:>10} {:>10}",
+        "#", "entry", "op", "output", "shape", "MACs", "weights", "arena live"
+    );
     for row in &r.ops {
         let out: String = row.output.chars().take(34).collect();
         let _ = writeln!(

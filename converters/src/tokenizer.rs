@@ -33,7 +33,9 @@ impl CharTokenizer {
     /// Text of token ids.
     pub fn decode(&self, ids: &[i32]) -> Result<String> {
         ids.iter()
-            .map(|&i| self.chars.get(i as usize).copied().ok_or_else(|| anyhow!("token id {i} is outside the vocabulary")))
+            .map(|&i| {
+                self.chars.get(i as usize).copied().ok_or_else(|| anyhow!("token id {i} is outside the vocabulary"))
+            })
             .collect()
     }
 

@@ -8,9 +8,8 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 /// Runs the ONNX model in tract with its symbolic dims bound to the inputs' shapes.
 pub fn tract_reference(onnx: &Path, inputs: &[Array]) -> Result<Vec<Array>> {
-    let mut model = tract_onnx::onnx()
-        .model_for_path(onnx)
-        .map_err(|e| anyhow!("tract cannot load {}: {e:?}", onnx.display()))?;
+    let mut model =
+        tract_onnx::onnx().model_for_path(onnx).map_err(|e| anyhow!("tract cannot load {}: {e:?}", onnx.display()))?;
     let mut tensors: TVec<TValue> = tvec!();
     for (i, a) in inputs.iter().enumerate() {
         let fact = model.input_fact(i)?.clone();

@@ -40,7 +40,7 @@ impl Sampler {
         let mut n = 0;
         for i in 0..vocab {
             let v = logits(i);
-            if n == k && !(v > best[k - 1].0) {
+            if n == k && v.partial_cmp(&best[k - 1].0) != Some(core::cmp::Ordering::Greater) {
                 continue;
             }
             let mut j = if n < k { n } else { k - 1 };

@@ -47,10 +47,7 @@ impl<'m, 'b> Session<'m, 'b> {
 
     /// The position of the next token for entries that advance (e.g. `decode_step`).
     pub fn position(&self) -> u32 {
-        self.state
-            .get(..4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .unwrap_or(0)
+        self.state.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0)
     }
 
     fn set_position(&mut self, p: u32) {

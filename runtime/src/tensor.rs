@@ -109,9 +109,7 @@ impl Shape {
 
     /// Number of elements, saturating instead of overflowing (validation rejects huge shapes).
     pub fn numel(&self) -> usize {
-        self.dims()
-            .iter()
-            .fold(1usize, |acc, &d| acc.saturating_mul(d as usize))
+        self.dims().iter().fold(1usize, |acc, &d| acc.saturating_mul(d as usize))
     }
 }
 

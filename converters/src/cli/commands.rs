@@ -89,8 +89,11 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         let floor = a.min_cosine.unwrap_or(super::default_min_cosine(a.quant));
         let worst = self_check(&a.onnx, &c.bytes, &bounds, 2)?;
         print_comparison("self-check vs tract (2 random inputs)", &worst);
-        if !(worst.cosine >= floor) {
-            bail!("conversion drifted from tract: cosine {:.6} < {floor} (pass --min-cosine or --no-verify to accept)", worst.cosine);
+        if worst.cosine.is_nan() || worst.cosine < floor {
+            bail!(
+                "conversion drifted from tract: cosine {:.6} < {floor} (pass --min-cosine or --no-verify to accept)",
+                worst.cosine
+            );
         }
     }
     std::fs::write(&a.output, &c.bytes).with_context(|| format!("cannot write {}", a.output.display()))?;

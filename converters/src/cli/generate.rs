@@ -30,7 +30,13 @@ pub struct GenerateArgs {
 }
 
 /// Generates `max_new` tokens after `prompt`; returns the generated text.
-pub fn complete(bytes: &[u8], prompt: &str, max_new: usize, sampler: &mut Sampler, mut on_text: impl FnMut(&str)) -> Result<String> {
+pub fn complete(
+    bytes: &[u8],
+    prompt: &str,
+    max_new: usize,
+    sampler: &mut Sampler,
+    mut on_text: impl FnMut(&str),
+) -> Result<String> {
     let model = mote::Model::parse(bytes)?;
     let tok = tokenizer::of_model(&model)?;
     let ids = tok.encode(prompt)?;
@@ -39,7 +45,8 @@ pub fn complete(bytes: &[u8], prompt: &str, max_new: usize, sampler: &mut Sample
     }
     let mut mem = host::Memory::for_model(&model);
     let mut session = mote::Session::new(&model, &mut mem.arena, &mut mem.state)?;
-    let mut generator = Generator::new(&mut session).map_err(|_| anyhow!("the model has no decode_step entry (convert it without --no-decode)"))?;
+    let mut generator = Generator::new(&mut session)
+        .map_err(|_| anyhow!("the model has no decode_step entry (convert it without --no-decode)"))?;
     let mut out = String::new();
     let capacity = model
         .metadata("mote.dims")
@@ -73,9 +80,8 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     let mut sampler = if a.temperature == 0.0 {
         Sampler::greedy()
     } else {
-        Sampler::top_k(a.temperature, a.top_k, a.seed).map_err(|_| {
-            anyhow!("--temperature must be >= 0 and --top-k in 1..={}", mote::generate::MAX_TOP_K)
-        })?
+        Sampler::top_k(a.temperature, a.top_k, a.seed)
+            .map_err(|_| anyhow!("--temperature must be >= 0 and --top-k in 1..={}", mote::generate::MAX_TOP_K))?
     };
     print!("{}", a.prompt);
     complete(&bytes, &a.prompt, a.max_new, &mut sampler, |s| {

@@ -51,16 +51,27 @@ fn shape_of(t: &Tensor) -> Result<Shape> {
     Shape::new(&d).map_err(|_| anyhow!("tensor '{}' has rank {} (mote supports up to 6)", t.name, t.shape.len()))
 }
 
+/// Everything that makes two weight tensors identical: bytes, dims, dtype, scales, quantisation.
+type WeightKey = (Vec<u8>, Vec<u32>, u8, Vec<u8>, u32, i32);
+
 /// Weight tensors, deduplicated by content so shared weights are stored once.
 #[derive(Default)]
 struct WeightPool {
-    seen: HashMap<(Vec<u8>, Vec<u32>, u8, Vec<u8>, u32, i32), TensorId>,
+    seen: HashMap<WeightKey, TensorId>,
 }
 
 impl WeightPool {
     fn add(&mut self, w: &mut Writer, name: &str, e: &Encoded) -> TensorId {
-        let scales: Vec<u8> = e.channel_scales.iter().flat_map(|(_, s)| s.iter().flat_map(|x| x.to_le_bytes())).collect();
-        let key = (e.bytes.clone(), e.desc.shape.dims().to_vec(), e.desc.dtype as u8, scales, e.desc.quant.scale.to_bits(), e.desc.quant.zero_point);
+        let scales: Vec<u8> =
+            e.channel_scales.iter().flat_map(|(_, s)| s.iter().flat_map(|x| x.to_le_bytes())).collect();
+        let key = (
+            e.bytes.clone(),
+            e.desc.shape.dims().to_vec(),
+            e.desc.dtype as u8,
+            scales,
+            e.desc.quant.scale.to_bits(),
+            e.desc.quant.zero_point,
+        );
         *self.seen.entry(key).or_insert_with(|| {
             w.tensor(&TensorSpec {
                 desc: e.desc,
@@ -81,10 +92,18 @@ fn insert_int8_converts(g: &mut Graph, st: &mut HashMap<TId, Storage>, ranges: O
             let a = g.nodes[i].inputs[0];
             if st.get(&a).map(|s| s.dtype) != Some(DType::I8) {
                 let src = &g.tensors[a];
-                let r = ranges.and_then(|r| r.get(&src.name)).ok_or_else(|| anyhow!("no calibration range for '{}'", src.name))?;
+                let r = ranges
+                    .and_then(|r| r.get(&src.name))
+                    .ok_or_else(|| anyhow!("no calibration range for '{}'", src.name))?;
                 let q = g.add_tensor(Tensor { name: format!("{}.q8", src.name), konst: None, ..src.clone() });
                 st.insert(q, Storage { dtype: DType::I8, quant: dtypes::activation_quant(r.0, r.1) });
-                let node = Node { name: format!("{}.quantize", g.nodes[i].name), onnx_op: "QuantizeLinear".into(), op: IrOp::Rt(Op::Unary(mote::ops::UnaryOp::Identity)), inputs: vec![a], output: q };
+                let node = Node {
+                    name: format!("{}.quantize", g.nodes[i].name),
+                    onnx_op: "QuantizeLinear".into(),
+                    op: IrOp::Rt(Op::Unary(mote::ops::UnaryOp::Identity)),
+                    inputs: vec![a],
+                    output: q,
+                };
                 g.nodes[i].inputs[0] = q;
                 g.nodes.insert(i, node);
                 i += 1;
@@ -96,7 +115,12 @@ fn insert_int8_converts(g: &mut Graph, st: &mut HashMap<TId, Storage>, ranges: O
 }
 
 /// Writes `entries` into one file with quantisation `mode` (int8 needs `ranges`).
-pub fn emit(entries: &[EntrySpec], mode: QuantMode, ranges: Option<&Ranges>, metadata: &[(String, String)]) -> Result<Emitted> {
+pub fn emit(
+    entries: &[EntrySpec],
+    mode: QuantMode,
+    ranges: Option<&Ranges>,
+    metadata: &[(String, String)],
+) -> Result<Emitted> {
     let mut w = Writer::new();
     let mut pool = WeightPool::default();
     let mut plans = Vec::new();
@@ -114,7 +138,16 @@ pub fn emit(entries: &[EntrySpec], mode: QuantMode, ranges: Option<&Ranges>, met
         for (&t, &off) in &offsets {
             let s = st[&t];
             let desc = Desc { dtype: s.dtype, shape: shape_of(&g.tensors[t])?, quant: s.quant };
-            ids.insert(t, w.tensor(&TensorSpec { desc, name: Some(&g.tensors[t].name), arena_offset: Some(off as u32), data: None, channel_scales: None }));
+            ids.insert(
+                t,
+                w.tensor(&TensorSpec {
+                    desc,
+                    name: Some(&g.tensors[t].name),
+                    arena_offset: Some(off as u32),
+                    data: None,
+                    channel_scales: None,
+                }),
+            );
         }
         let first = w.op_count();
         let mut layer = 0;
@@ -151,7 +184,13 @@ pub fn emit(entries: &[EntrySpec], mode: QuantMode, ranges: Option<&Ranges>, met
             w.op(&op, &inputs, ids[&n.output]);
         }
         let io = |ts: &[TId]| -> Result<Vec<TensorId>> {
-            ts.iter().map(|t| ids.get(t).copied().ok_or_else(|| anyhow!("entry '{}': input or output '{}' is a constant", spec.name, g.tensors[*t].name))).collect()
+            ts.iter()
+                .map(|t| {
+                    ids.get(t).copied().ok_or_else(|| {
+                        anyhow!("entry '{}': input or output '{}' is a constant", spec.name, g.tensors[*t].name)
+                    })
+                })
+                .collect()
         };
         let advance = spec.kv_capacity.map(|_| g.tensors[g.inputs[0]].shape.get(1).copied().unwrap_or(1) as u32);
         w.entry(&spec.name, first..w.op_count(), &io(&g.inputs)?, &io(&g.outputs)?, advance);
@@ -174,7 +213,12 @@ fn plan_entry(g: &Graph, st: &HashMap<TId, Storage>) -> Result<(HashMap<TId, usi
     let index: HashMap<TId, usize> = acts.iter().enumerate().map(|(i, &t)| (t, i)).collect();
     let mut reqs: Vec<BufferRequest> = acts
         .iter()
-        .map(|&t| BufferRequest { size: g.tensors[t].numel() * st[&t].dtype.size(), first_use: 0, last_use: 0, inplace_of: None })
+        .map(|&t| BufferRequest {
+            size: g.tensors[t].numel() * st[&t].dtype.size(),
+            first_use: 0,
+            last_use: 0,
+            inplace_of: None,
+        })
         .collect();
     for (step, n) in g.nodes.iter().enumerate() {
         reqs[index[&n.output]].first_use = step;
@@ -205,20 +249,41 @@ fn plan_entry(g: &Graph, st: &HashMap<TId, Storage>) -> Result<(HashMap<TId, usi
     let p = plan::plan(&reqs, ALIGN);
     plan::verify(&reqs, &p).map_err(|e| anyhow!("internal error: memory plan failed verification: {e}"))?;
     let offsets = acts.iter().enumerate().map(|(i, &t)| (t, p.offsets[i])).collect();
-    Ok((offsets, PlanSummary { entry: String::new(), arena: p.arena_size, lower_bound: p.lower_bound, in_place: p.inplace_merged }))
+    Ok((
+        offsets,
+        PlanSummary {
+            entry: String::new(),
+            arena: p.arena_size,
+            lower_bound: p.lower_bound,
+            in_place: p.inplace_merged,
+        },
+    ))
 }
 
 /// Encodes constant input `k` of node `n` according to its role and the quantisation mode.
-fn weight_input(w: &mut Writer, pool: &mut WeightPool, g: &Graph, n: &Node, k: usize, st: &HashMap<TId, Storage>, mode: QuantMode) -> Result<TensorId> {
+fn weight_input(
+    w: &mut Writer,
+    pool: &mut WeightPool,
+    g: &Graph,
+    n: &Node,
+    k: usize,
+    st: &HashMap<TId, Storage>,
+    mode: QuantMode,
+) -> Result<TensorId> {
     let t = &g.tensors[n.inputs[k]];
-    let c = t.konst.as_ref().ok_or_else(|| anyhow!("node '{}': input '{}' is neither computed nor constant", n.name, t.name))?;
+    let c = t
+        .konst
+        .as_ref()
+        .ok_or_else(|| anyhow!("node '{}': input '{}' is neither computed nor constant", n.name, t.name))?;
     let dims = &t.shape;
     let e = match (&n.op, k, mode) {
         _ if t.elem == Elem::Int => {
             let v: Vec<i32> = c.to_i64().iter().map(|&x| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32).collect();
             weights::i32s(dims, &v)
         }
-        (IrOp::Rt(Op::MatMul { .. }), 1, QuantMode::F16) | (IrOp::Rt(Op::Gather { .. }), 0, QuantMode::F16) => weights::f16s(dims, &c.to_f32()),
+        (IrOp::Rt(Op::MatMul { .. }), 1, QuantMode::F16) | (IrOp::Rt(Op::Gather { .. }), 0, QuantMode::F16) => {
+            weights::f16s(dims, &c.to_f32())
+        }
         (IrOp::Rt(Op::MatMul { .. }), 1, QuantMode::Int8) => weights::i8_per_channel(dims, &c.to_f32()),
         (IrOp::Rt(Op::MatMul { .. }), 2, QuantMode::Int8) => {
             let wt = &g.tensors[n.inputs[1]];
@@ -235,7 +300,8 @@ fn weight_input(w: &mut Writer, pool: &mut WeightPool, g: &Graph, n: &Node, k: u
 }
 
 fn weight_scales(wt: &Tensor) -> Result<Vec<f32>> {
-    let v = wt.konst.as_ref().map(Const::to_f32).ok_or_else(|| anyhow!("MatMul weight '{}' is not constant", wt.name))?;
+    let v =
+        wt.konst.as_ref().map(Const::to_f32).ok_or_else(|| anyhow!("MatMul weight '{}' is not constant", wt.name))?;
     Ok(weights::i8_per_channel(&wt.shape, &v).channel_scales.map(|(_, s)| s).unwrap_or_default())
 }
 

@@ -19,9 +19,7 @@ pub fn float(node: &NodeProto, name: &str, default: f32) -> f32 {
 
 /// A string attribute, or `default`.
 pub fn string(node: &NodeProto, name: &str, default: &str) -> String {
-    find(node, name)
-        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
-        .unwrap_or_else(|| default.to_string())
+    find(node, name).map(|a| String::from_utf8_lossy(&a.s).into_owned()).unwrap_or_else(|| default.to_string())
 }
 
 /// An integer-list attribute, if present.

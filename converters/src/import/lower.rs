@@ -12,11 +12,7 @@ use tract_onnx::pb::NodeProto;
 pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Option<TId>], out: TId) -> Result<TId> {
     let op_type = node.op_type.as_str();
     let input = |i: usize| -> Result<TId> {
-        inputs
-            .get(i)
-            .copied()
-            .flatten()
-            .ok_or_else(|| anyhow!("node '{name}' ({op_type}): missing input {i}"))
+        inputs.get(i).copied().flatten().ok_or_else(|| anyhow!("node '{name}' ({op_type}): missing input {i}"))
     };
     let rank = |t: TId, g: &Graph| g.tensors[t].shape.len();
     let push = |g: &mut Graph, op: IrOp, ins: Vec<TId>| -> Result<TId> {
@@ -124,7 +120,10 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
             let x = input(0)?;
             let axes = match (attrs::ints(node, "axes"), inputs.get(1).copied().flatten()) {
                 (Some(a), _) => a,
-                (None, Some(t)) => g.konst(t).map(Const::to_i64).ok_or_else(|| anyhow!("node '{name}' (ReduceMean): axes must be constant"))?,
+                (None, Some(t)) => g
+                    .konst(t)
+                    .map(Const::to_i64)
+                    .ok_or_else(|| anyhow!("node '{name}' (ReduceMean): axes must be constant"))?,
                 (None, None) => (0..rank(x, g) as i64).collect(),
             };
             let r = rank(x, g);
@@ -175,11 +174,8 @@ fn lower_gemm(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[Option<TId>
     };
     let (alpha, beta) = (attrs::float(node, "alpha", 1.0), attrs::float(node, "beta", 1.0));
     let (r0, r1) = (g.tensors[b].shape[0], g.tensors[b].shape[1]);
-    let (n, kd, w) = if attrs::int(node, "transB", 0) != 0 {
-        (r0, r1, wc)
-    } else {
-        (r1, r0, transpose_2d(&wc, r0, r1))
-    };
+    let (n, kd, w) =
+        if attrs::int(node, "transB", 0) != 0 { (r0, r1, wc) } else { (r1, r0, transpose_2d(&wc, r0, r1)) };
     let w: Vec<f32> = w.iter().map(|v| v * alpha).collect();
     let bname = g.tensors[b].name.clone();
     let wt = g.add_const_f32(&format!("{bname}.weight_nt"), vec![n, kd], w);
@@ -197,7 +193,13 @@ fn lower_gemm(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[Option<TId>
         ins.push(g.add_const_f32(&format!("{cname}.bias"), vec![n], bias));
     }
     let has_bias = ins.len() == 3;
-    g.nodes.push(Node { name: name.into(), onnx_op: "Gemm".into(), op: IrOp::Rt(Op::MatMul { has_bias }), inputs: ins, output: out });
+    g.nodes.push(Node {
+        name: name.into(),
+        onnx_op: "Gemm".into(),
+        op: IrOp::Rt(Op::MatMul { has_bias }),
+        inputs: ins,
+        output: out,
+    });
     Ok(out)
 }
 

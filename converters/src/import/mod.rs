@@ -69,14 +69,14 @@ impl OnnxModel {
     pub fn instantiate(&self, bounds: &Bounds) -> Result<Graph> {
         for s in &self.symbols {
             if !bounds.contains_key(s) {
-                bail!(
-                    "input dim '{s}' is dynamic and has no bound: pass --dim {s}=<max> (e.g. --dim {s}=64)"
-                );
+                bail!("input dim '{s}' is dynamic and has no bound: pass --dim {s}=<max> (e.g. --dim {s}=64)");
             }
         }
         let graph = self.proto.graph.as_ref().expect("checked at load");
         let onnx = tract_onnx::onnx();
-        let parsed = onnx.parse(&self.proto, self.dir.as_deref()).map_err(|e| anyhow!("tract could not parse the model: {e:?}"))?;
+        let parsed = onnx
+            .parse(&self.proto, self.dir.as_deref())
+            .map_err(|e| anyhow!("tract could not parse the model: {e:?}"))?;
         let mut model = parsed.model;
         let outlets = parsed.outlets_by_name;
         let input_outlets = model.input_outlets()?.to_vec();
@@ -85,7 +85,8 @@ impl OnnxModel {
         let mut ids: HashMap<String, TId> = HashMap::new();
         for input in real_inputs(graph) {
             let ty = input_type(input)?;
-            let (elem, dt) = elem_of(ty).ok_or_else(|| anyhow!("input '{}' has unsupported element type {ty}", input.name))?;
+            let (elem, dt) =
+                elem_of(ty).ok_or_else(|| anyhow!("input '{}' has unsupported element type {ty}", input.name))?;
             let mut shape = Vec::new();
             for d in dims_of(input) {
                 use pb::tensor_shape_proto::dimension::Value;
@@ -111,7 +112,8 @@ impl OnnxModel {
         let mut positional: HashSet<TId> = HashSet::new();
 
         for node in &graph.node {
-            let name = if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() };
+            let name =
+                if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() };
             let mut inputs = Vec::new();
             for i in &node.input {
                 if i.is_empty() {
@@ -121,10 +123,11 @@ impl OnnxModel {
                 let id = match ids.get(i) {
                     Some(&id) => id,
                     None => {
-                        let t = initializers
-                            .get(i.as_str())
-                            .ok_or_else(|| anyhow!("node '{name}' ({}) reads '{i}', which nothing produces", node.op_type))?;
-                        let tensor = tract_onnx::tensor::load_tensor(&*onnx.provider, t, self.dir.as_deref()).map_err(|e| anyhow!("initializer '{i}': {e:?}"))?;
+                        let t = initializers.get(i.as_str()).ok_or_else(|| {
+                            anyhow!("node '{name}' ({}) reads '{i}', which nothing produces", node.op_type)
+                        })?;
+                        let tensor = tract_onnx::tensor::load_tensor(&*onnx.provider, t, self.dir.as_deref())
+                            .map_err(|e| anyhow!("initializer '{i}': {e:?}"))?;
                         let id = g.add_tensor(const_tensor(i, &tensor)?);
                         ids.insert(i.clone(), id);
                         id

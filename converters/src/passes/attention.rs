@@ -72,7 +72,8 @@ fn mask_mode(g: &Graph, mask: TId) -> Option<MaskMode> {
     if c.iter().all(|&v| v == 0.0) {
         return Some(MaskMode::None);
     }
-    let causal = (0..rows).all(|i| (0..cols).all(|j| if j <= i { c[i * cols + j] == 0.0 } else { c[i * cols + j] <= -1e4 }));
+    let causal =
+        (0..rows).all(|i| (0..cols).all(|j| if j <= i { c[i * cols + j] == 0.0 } else { c[i * cols + j] <= -1e4 }));
     causal.then_some(MaskMode::Causal)
 }
 
@@ -128,7 +129,9 @@ fn match_at(g: &Graph, softmax: usize) -> Option<Found> {
     if rt(g, merge) != Some(&Op::Reshape) || out_shape.len() != 3 || out_shape[2] != heads * head_dim {
         return None;
     }
-    if (kh, kd, vh, vd) != (heads, head_dim, heads, head_dim) || (mask == MaskMode::Causal && g.tensors[q].shape[1] != g.tensors[k].shape[1]) {
+    if (kh, kd, vh, vd) != (heads, head_dim, heads, head_dim)
+        || (mask == MaskMode::Causal && g.tensors[q].shape[1] != g.tensors[k].shape[1])
+    {
         return None;
     }
     let attention = Attention { heads: heads as u16, head_dim: head_dim as u16, mask, scale, cache: None };

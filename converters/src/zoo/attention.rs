@@ -33,9 +33,7 @@ pub const MASK_NEG: f32 = -1e9;
 
 /// `[n, n]` additive mask: 0 on/below the diagonal, [`MASK_NEG`] above.
 pub fn causal_mask_data(n: usize) -> Vec<f32> {
-    (0..n * n)
-        .map(|i| if i % n > i / n { MASK_NEG } else { 0.0 })
-        .collect()
+    (0..n * n).map(|i| if i % n > i / n { MASK_NEG } else { 0.0 }).collect()
 }
 
 /// Emits (or reuses) the scalar int64 sequence length `Shape(x) → Gather(1)`.
@@ -101,18 +99,12 @@ impl ZooLayer for CausalSelfAttention {
         let (h, dh) = (self.n_heads, self.head_dim());
         let split = |t: Tensor| t.reshape((b, s, h, dh));
         let q = split(self.q.forward(x)?)?.transpose(1, 2)?.contiguous()?;
-        let kt = split(self.k.forward(x)?)?
-            .permute((0, 2, 3, 1))?
-            .contiguous()?;
+        let kt = split(self.k.forward(x)?)?.permute((0, 2, 3, 1))?.contiguous()?;
         let v = split(self.v.forward(x)?)?.transpose(1, 2)?.contiguous()?;
         let scores = (q.matmul(&kt)? * (1.0 / (dh as f64).sqrt()))?;
         let mask = self.mask.narrow(0, 0, s)?.narrow(1, 0, s)?;
         let probs = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
-        let y = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, s, d))?;
+        let y = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, s, d))?;
         self.o.forward(&y)
     }
 
@@ -187,26 +179,12 @@ pub struct BlockDims {
 
 impl Block {
     /// A block with normal(0, std) projections; residual outputs use `out_std`.
-    pub fn new(
-        p: &mut Params,
-        name: &str,
-        dims: BlockDims,
-        std: f64,
-        out_std: f64,
-    ) -> Result<Self> {
+    pub fn new(p: &mut Params, name: &str, dims: BlockDims, std: f64, out_std: f64) -> Result<Self> {
         let d = dims.d_model;
         Ok(Self {
             name: name.to_string(),
             ln1: LayerNorm::new(p, &format!("{name}.ln1"), d, 1e-5)?,
-            attn: CausalSelfAttention::new(
-                p,
-                &format!("{name}.attn"),
-                d,
-                dims.n_heads,
-                dims.max_seq,
-                std,
-                out_std,
-            )?,
+            attn: CausalSelfAttention::new(p, &format!("{name}.attn"), d, dims.n_heads, dims.max_seq, std, out_std)?,
             ln2: LayerNorm::new(p, &format!("{name}.ln2"), d, 1e-5)?,
             mlp: Mlp::new(p, &format!("{name}.mlp"), d, dims.d_ff, std, out_std)?,
         })

@@ -35,20 +35,10 @@ const NOUNS: &[(&str, &str)] = &[
     ("frog", "frogs"),
 ];
 /// (plural/base, singular) transitive verbs.
-const VERBS_T: &[(&str, &str)] = &[
-    ("see", "sees"),
-    ("like", "likes"),
-    ("chase", "chases"),
-    ("find", "finds"),
-    ("help", "helps"),
-];
+const VERBS_T: &[(&str, &str)] =
+    &[("see", "sees"), ("like", "likes"), ("chase", "chases"), ("find", "finds"), ("help", "helps")];
 /// (plural/base, singular) intransitive verbs.
-const VERBS_I: &[(&str, &str)] = &[
-    ("run", "runs"),
-    ("sleep", "sleeps"),
-    ("jump", "jumps"),
-    ("sing", "sings"),
-];
+const VERBS_I: &[(&str, &str)] = &[("run", "runs"), ("sleep", "sleeps"), ("jump", "jumps"), ("sing", "sings")];
 const ADJS: &[&str] = &["small", "big", "red", "old", "happy"];
 const DET_SG: &[&str] = &["the", "a", "one", "this"];
 const DET_PL: &[&str] = &["the", "two", "some", "these"];
@@ -114,9 +104,7 @@ impl Vocab {
 
     /// Decodes ids (ids out of range become `?`).
     pub fn decode(&self, ids: &[u32]) -> String {
-        ids.iter()
-            .map(|&i| self.chars.get(i as usize).copied().unwrap_or('?'))
-            .collect()
+        ids.iter().map(|&i| self.chars.get(i as usize).copied().unwrap_or('?')).collect()
     }
 }
 
@@ -183,11 +171,7 @@ pub fn generate(seed: u64, min_chars: usize) -> String {
     let mut r = SplitMix64::new(seed);
     let mut out = String::with_capacity(min_chars + 64);
     while out.len() < min_chars {
-        let line = if r.chance(0.75) {
-            sentence(&mut r)
-        } else {
-            fact(&mut r)
-        };
+        let line = if r.chance(0.75) { sentence(&mut r) } else { fact(&mut r) };
         out.push_str(&line);
         out.push(SEPARATOR);
     }

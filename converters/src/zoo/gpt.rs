@@ -52,15 +52,7 @@ pub struct GptConfig {
 impl GptConfig {
     /// The zoo model: d_model 64, 4 heads, 2 layers, ffn 256, context 64.
     pub fn new(vocab: usize) -> Self {
-        Self {
-            vocab,
-            d_model: 64,
-            n_heads: 4,
-            n_layers: 2,
-            d_ff: 256,
-            max_seq: 64,
-            init_std: 0.02,
-        }
+        Self { vocab, d_model: 64, n_heads: 4, n_layers: 2, d_ff: 256, max_seq: 64, init_std: 0.02 }
     }
 }
 
@@ -84,26 +76,13 @@ impl Gpt {
         let out_std = std / (2.0 * cfg.n_layers as f64).sqrt();
         let tok = Embedding::new(&mut p, "tok_emb", cfg.vocab, cfg.d_model, std)?;
         let pos = p.normal("pos_emb.weight", &[cfg.max_seq, cfg.d_model], std, false)?;
-        let dims = BlockDims {
-            d_model: cfg.d_model,
-            n_heads: cfg.n_heads,
-            d_ff: cfg.d_ff,
-            max_seq: cfg.max_seq,
-        };
+        let dims = BlockDims { d_model: cfg.d_model, n_heads: cfg.n_heads, d_ff: cfg.d_ff, max_seq: cfg.max_seq };
         let blocks = (0..cfg.n_layers)
             .map(|i| Block::new(&mut p, &format!("h.{i}"), dims, std, out_std))
             .collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::new(&mut p, "ln_f", cfg.d_model, 1e-5)?;
         let head = Linear::new(&mut p, "lm_head", cfg.d_model, cfg.vocab, std)?;
-        Ok(Self {
-            cfg,
-            params: p,
-            tok,
-            pos,
-            blocks,
-            ln_f,
-            head,
-        })
+        Ok(Self { cfg, params: p, tok, pos, blocks, ln_f, head })
     }
 
     /// The architecture.
@@ -138,11 +117,7 @@ impl Gpt {
         let seq = Dim::Param("seq".into());
         g.input("tokens", DataType::Int64, &[Dim::Fixed(1), seq.clone()]);
         let logits = self.export(&mut g, "tokens")?;
-        g.output(
-            &logits,
-            DataType::Float,
-            &[Dim::Fixed(1), seq, Dim::Fixed(self.cfg.vocab as i64)],
-        );
+        g.output(&logits, DataType::Float, &[Dim::Fixed(1), seq, Dim::Fixed(self.cfg.vocab as i64)]);
         g.metadata("mote.family", "gpt");
         g.metadata("mote.tokenizer", &format!("chars:{vocab}"));
         g.metadata("mote.max_seq", &self.cfg.max_seq.to_string());
@@ -191,10 +166,7 @@ mod tests {
 
     #[test]
     fn exported_gpt_matches_candle_in_tract() -> Result<()> {
-        let cfg = GptConfig {
-            max_seq: 16,
-            ..GptConfig::new(12)
-        };
+        let cfg = GptConfig { max_seq: 16, ..GptConfig::new(12) };
         let mut gpt = Gpt::new(cfg, 9)?;
         // Untrained but non-trivial: every weight, bias and norm parameter random.
         gpt.params_mut().randomize(0.3)?;
@@ -206,11 +178,7 @@ mod tests {
             let want = tensor_data(&gpt.logits(&t)?)?;
             let (shape, got) = run_tract_i64(&onnx, &ids, &[1, s])?;
             assert_eq!(shape, vec![1, s, 12]);
-            let max = want
-                .iter()
-                .zip(&got)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let max = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(max < 1e-4, "seq {s}: max abs diff {max}");
             assert!(want.iter().map(|v| v.abs()).fold(0f32, f32::max) > 0.1);
         }
@@ -225,11 +193,7 @@ mod tests {
         let m = tract_onnx::pb::ModelProto::decode(&bytes[..])?;
         assert_eq!(m.opset_import[0].version, 17);
         assert_eq!(m.ir_version, 8);
-        let meta: Vec<(&str, &str)> = m
-            .metadata_props
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
-            .collect();
+        let meta: Vec<(&str, &str)> = m.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
         assert!(meta.contains(&("mote.family", "gpt")));
         assert!(meta.contains(&("mote.tokenizer", "chars:ab\ncd")));
         assert!(meta.contains(&("mote.max_seq", "64")));

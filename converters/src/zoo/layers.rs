@@ -52,11 +52,7 @@ pub struct Params {
 impl Params {
     /// An empty store on the CPU whose initialisers draw from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self {
-            params: Vec::new(),
-            rng: SplitMix64::new(seed),
-            device: Device::Cpu,
-        }
+        Self { params: Vec::new(), rng: SplitMix64::new(seed), device: Device::Cpu }
     }
 
     /// The device parameters live on.
@@ -66,11 +62,7 @@ impl Params {
 
     fn push(&mut self, name: &str, data: Vec<f32>, shape: &[usize], decay: bool) -> Result<Var> {
         let var = Var::from_tensor(&Tensor::from_vec(data, shape, &self.device)?)?;
-        self.params.push(Param {
-            name: name.to_string(),
-            var: var.clone(),
-            decay,
-        });
+        self.params.push(Param { name: name.to_string(), var: var.clone(), decay });
         Ok(var)
     }
 
@@ -92,11 +84,7 @@ impl Params {
 
     /// The variables with (`true`) or without (`false`) weight decay.
     pub fn vars(&self, decay: bool) -> Vec<Var> {
-        self.params
-            .iter()
-            .filter(|p| p.decay == decay)
-            .map(|p| p.var.clone())
-            .collect()
+        self.params.iter().filter(|p| p.decay == decay).map(|p| p.var.clone()).collect()
     }
 
     /// Total number of scalar parameters.
@@ -108,8 +96,7 @@ impl Params {
     pub fn randomize(&mut self, std: f64) -> Result<()> {
         for p in &self.params {
             let data = self.rng.normal_vec(p.var.elem_count(), std);
-            p.var
-                .set(&Tensor::from_vec(data, p.var.shape(), &self.device)?)?;
+            p.var.set(&Tensor::from_vec(data, p.var.shape(), &self.device)?)?;
         }
         Ok(())
     }
@@ -140,10 +127,7 @@ impl Embedding {
     /// A `[vocab, dim]` table initialised with normal(0, std).
     pub fn new(p: &mut Params, name: &str, vocab: usize, dim: usize, std: f64) -> Result<Self> {
         let weight = p.normal(&format!("{name}.weight"), &[vocab, dim], std, false)?;
-        Ok(Self {
-            name: name.to_string(),
-            weight,
-        })
+        Ok(Self { name: name.to_string(), weight })
     }
 }
 
@@ -151,10 +135,7 @@ impl ZooLayer for Embedding {
     fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let mut dims = ids.dims().to_vec();
         dims.push(self.weight.dim(1)?);
-        self.weight
-            .as_tensor()
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape(dims)
+        self.weight.as_tensor().index_select(&ids.flatten_all()?, 0)?.reshape(dims)
     }
 
     /// `Gather(weight, ids)` (axis 0).
@@ -180,11 +161,7 @@ impl Linear {
     pub fn new(p: &mut Params, name: &str, d_in: usize, d_out: usize, std: f64) -> Result<Self> {
         let weight = p.normal(&format!("{name}.weight"), &[d_out, d_in], std, true)?;
         let bias = p.constant(&format!("{name}.bias"), &[d_out], 0.0)?;
-        Ok(Self {
-            name: name.to_string(),
-            weight,
-            bias,
-        })
+        Ok(Self { name: name.to_string(), weight, bias })
     }
 }
 
@@ -193,10 +170,7 @@ impl ZooLayer for Linear {
         let dims = x.dims().to_vec();
         let d_in = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / d_in.max(1);
-        let y = x
-            .reshape((rows, d_in))?
-            .matmul(&self.weight.as_tensor().t()?)?
-            .broadcast_add(self.bias.as_tensor())?;
+        let y = x.reshape((rows, d_in))?.matmul(&self.weight.as_tensor().t()?)?.broadcast_add(self.bias.as_tensor())?;
         let mut out = dims;
         if let Some(last) = out.last_mut() {
             *last = self.weight.dim(0)?;
@@ -212,12 +186,7 @@ impl ZooLayer for Linear {
 
 impl Linear {
     /// Like [`ZooLayer::export`], optionally naming the output value (e.g. `"logits"`).
-    pub fn export_as(
-        &self,
-        g: &mut GraphBuilder,
-        input: &str,
-        output: Option<&str>,
-    ) -> Result<String> {
+    pub fn export_as(&self, g: &mut GraphBuilder, input: &str, output: Option<&str>) -> Result<String> {
         let wt = self.weight.as_tensor().t()?.contiguous()?;
         let w = export_tensor(g, &format!("{}.weight", self.name), &wt)?;
         let b = export_tensor(g, &format!("{}.bias", self.name), &self.bias)?;
@@ -259,9 +228,7 @@ impl ZooLayer for LayerNorm {
         let d = x.broadcast_sub(&mean)?;
         let var = d.sqr()?.mean_keepdim(D::Minus1)?;
         let denom = (var + self.eps as f64)?.sqrt()?;
-        d.broadcast_div(&denom)?
-            .broadcast_mul(self.gamma.as_tensor())?
-            .broadcast_add(self.beta.as_tensor())
+        d.broadcast_div(&denom)?.broadcast_mul(self.gamma.as_tensor())?.broadcast_add(self.beta.as_tensor())
     }
 
     /// PyTorch legacy decomposition: ReduceMean → Sub → Pow 2 → ReduceMean → Add eps → Sqrt →
@@ -322,14 +289,7 @@ pub struct Mlp {
 
 impl Mlp {
     /// `d → hidden → d`; `out_std` initialises the output projection.
-    pub fn new(
-        p: &mut Params,
-        name: &str,
-        d: usize,
-        hidden: usize,
-        std: f64,
-        out_std: f64,
-    ) -> Result<Self> {
+    pub fn new(p: &mut Params, name: &str, d: usize, hidden: usize, std: f64, out_std: f64) -> Result<Self> {
         Ok(Self {
             fc1: Linear::new(p, &format!("{name}.fc1"), d, hidden, std)?,
             act: Gelu,
@@ -362,12 +322,7 @@ mod tests {
         let mut g = GraphBuilder::new("layer");
         g.input("x", DataType::Float, &dims);
         let y = layer.export(&mut g, "x")?;
-        let out_dims: Vec<Dim> = layer
-            .forward(x)?
-            .dims()
-            .iter()
-            .map(|&d| Dim::Fixed(d as i64))
-            .collect();
+        let out_dims: Vec<Dim> = layer.forward(x)?.dims().iter().map(|&d| Dim::Fixed(d as i64)).collect();
         g.output(&y, DataType::Float, &out_dims);
         let got = run_tract_f32(&g.finish(), x)?;
         assert_eq!(want.len(), got.len());

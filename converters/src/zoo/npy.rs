@@ -14,11 +14,7 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use npyz::WriterBuilder;
 
-fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
-    path: &Path,
-    shape: &[u64],
-    data: &[T],
-) -> Result<()> {
+fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) -> Result<()> {
     ensure!(
         shape.iter().product::<u64>() as usize == data.len(),
         "{}: shape {shape:?} does not hold {} values",
@@ -26,11 +22,7 @@ fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
         data.len()
     );
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(BufWriter::new(file))
-        .begin_nd()?;
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(BufWriter::new(file)).begin_nd()?;
     w.extend(data.iter().copied())?;
     w.finish()?;
     Ok(())

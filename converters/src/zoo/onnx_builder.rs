@@ -20,9 +20,8 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 use tract_onnx::pb::{
-    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto,
-    ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
 pub use tract_onnx::pb::tensor_proto::DataType;
@@ -130,10 +129,7 @@ impl GraphBuilder {
 
     /// Adds a model metadata entry (`ModelProto.metadata_props`).
     pub fn metadata(&mut self, key: &str, value: &str) {
-        self.metadata.push(StringStringEntryProto {
-            key: key.to_string(),
-            value: value.to_string(),
-        });
+        self.metadata.push(StringStringEntryProto { key: key.to_string(), value: value.to_string() });
     }
 
     /// Adds a prebuilt initializer tensor, renaming it if its name is taken. Returns its name.
@@ -181,9 +177,8 @@ impl GraphBuilder {
         attrs: Vec<AttributeProto>,
     ) -> Vec<String> {
         let node_name = self.unique_node(&self.scoped(op_type));
-        let outputs: Vec<String> = (0..n_outputs)
-            .map(|i| self.unique_value(&format!("{node_name}_output_{i}")))
-            .collect();
+        let outputs: Vec<String> =
+            (0..n_outputs).map(|i| self.unique_value(&format!("{node_name}_output_{i}"))).collect();
         self.push_node(node_name, op_type, inputs, outputs.clone(), attrs);
         outputs
     }
@@ -208,15 +203,8 @@ impl GraphBuilder {
     }
 
     /// Appends a single-output node whose output is called `output` (uniquified if taken).
-    pub fn op_named(
-        &mut self,
-        op_type: &str,
-        inputs: &[&str],
-        attrs: Vec<AttributeProto>,
-        output: &str,
-    ) -> String {
-        self.node_with_outputs(op_type, inputs, &[output], attrs)
-            .remove(0)
+    pub fn op_named(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<AttributeProto>, output: &str) -> String {
+        self.node_with_outputs(op_type, inputs, &[output], attrs).remove(0)
     }
 
     fn push_node(
@@ -246,10 +234,7 @@ impl GraphBuilder {
     pub fn into_model(self) -> ModelProto {
         ModelProto {
             ir_version: IR_VERSION,
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: OPSET,
-            }],
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
             producer_name: "mote-zoo".to_string(),
             producer_version: env!("CARGO_PKG_VERSION").to_string(),
             graph: Some(self.graph),
@@ -290,11 +275,7 @@ fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> ValueInfoProto {
 
 /// An f32 tensor (little-endian `raw_data`, as PyTorch writes it).
 pub fn tensor_f32(name: &str, shape: &[i64], data: &[f32]) -> TensorProto {
-    assert_eq!(
-        shape.iter().product::<i64>() as usize,
-        data.len(),
-        "tensor {name}: shape/data mismatch"
-    );
+    assert_eq!(shape.iter().product::<i64>() as usize, data.len(), "tensor {name}: shape/data mismatch");
     TensorProto {
         name: name.to_string(),
         dims: shape.to_vec(),
@@ -306,11 +287,7 @@ pub fn tensor_f32(name: &str, shape: &[i64], data: &[f32]) -> TensorProto {
 
 /// An i64 tensor (little-endian `raw_data`).
 pub fn tensor_i64(name: &str, shape: &[i64], data: &[i64]) -> TensorProto {
-    assert_eq!(
-        shape.iter().product::<i64>() as usize,
-        data.len(),
-        "tensor {name}: shape/data mismatch"
-    );
+    assert_eq!(shape.iter().product::<i64>() as usize, data.len(), "tensor {name}: shape/data mismatch");
     TensorProto {
         name: name.to_string(),
         dims: shape.to_vec(),
@@ -322,12 +299,7 @@ pub fn tensor_i64(name: &str, shape: &[i64], data: &[i64]) -> TensorProto {
 
 /// An `INT` attribute.
 pub fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: name.to_string(),
-        r#type: AttributeType::Int as i32,
-        i: v,
-        ..Default::default()
-    }
+    AttributeProto { name: name.to_string(), r#type: AttributeType::Int as i32, i: v, ..Default::default() }
 }
 
 /// An `INTS` attribute.
@@ -342,22 +314,12 @@ pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
 
 /// A `FLOAT` attribute.
 pub fn attr_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto {
-        name: name.to_string(),
-        r#type: AttributeType::Float as i32,
-        f: v,
-        ..Default::default()
-    }
+    AttributeProto { name: name.to_string(), r#type: AttributeType::Float as i32, f: v, ..Default::default() }
 }
 
 /// A `TENSOR` attribute (e.g. `Constant.value`).
 pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
-    AttributeProto {
-        name: name.to_string(),
-        r#type: AttributeType::Tensor as i32,
-        t: Some(t),
-        ..Default::default()
-    }
+    AttributeProto { name: name.to_string(), r#type: AttributeType::Tensor as i32, t: Some(t), ..Default::default() }
 }
 
 #[cfg(test)]
@@ -375,19 +337,10 @@ mod tests {
         let xt = g.op("Transpose", &["x"], vec![attr_ints("perm", &[1, 0])]);
         let m = g.op("MatMul", &[&xt, &w], vec![]);
         let m = g.op("Mul", &[&m, &half], vec![]);
-        let c = g.op(
-            "Constant",
-            &[],
-            vec![attr_tensor("value", tensor_f32("c", &[], &[1.0]))],
-        );
+        let c = g.op("Constant", &[], vec![attr_tensor("value", tensor_f32("c", &[], &[1.0]))]);
         let m = g.op("Add", &[&m, &c], vec![]);
         let axes = g.const_i64_vec(&[1]);
-        let y = g.op_named(
-            "ReduceSum",
-            &[&m, &axes],
-            vec![attr_int("keepdims", 0)],
-            "y",
-        );
+        let y = g.op_named("ReduceSum", &[&m, &axes], vec![attr_int("keepdims", 0)], "y");
         assert_eq!(y, "y");
         g.output(&y, DataType::Float, &[Dim::Param("n".into())]);
         g.metadata("k", "v");
@@ -395,10 +348,7 @@ mod tests {
         assert_eq!(model.metadata_props[0].value, "v");
         let bytes = model.encode_to_vec();
 
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut &bytes[..])?
-            .into_optimized()?
-            .into_runnable()?;
+        let plan = tract_onnx::onnx().model_for_read(&mut &bytes[..])?.into_optimized()?.into_runnable()?;
         let x = Tensor::from_shape(&[1, 2], &[1.0f32, -2.0])?;
         let out = plan.run(tvec!(x.into_tvalue()))?;
         let y = out[0].to_plain_array_view::<f32>()?;

@@ -10,10 +10,7 @@ use anyhow::Result;
 use tract_onnx::prelude::*;
 
 fn run(onnx: &[u8], input: tract_onnx::prelude::Tensor) -> Result<(Vec<usize>, Vec<f32>)> {
-    let plan = tract_onnx::onnx()
-        .model_for_read(&mut &onnx[..])?
-        .into_optimized()?
-        .into_runnable()?;
+    let plan = tract_onnx::onnx().model_for_read(&mut &onnx[..])?.into_optimized()?.into_runnable()?;
     let out = plan.run(tvec!(input.into_tvalue()))?;
     let view = out[0].to_plain_array_view::<f32>()?;
     Ok((view.shape().to_vec(), view.iter().copied().collect()))

@@ -124,11 +124,7 @@ impl<'a> Model<'a> {
     /// shape is checked here, once; afterwards running the model cannot go out of bounds.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         if bytes.len() < HEADER_LEN {
-            return Err(if bytes.len() >= 4 && bytes[..4] != MAGIC {
-                Error::BadMagic
-            } else {
-                Error::Truncated
-            });
+            return Err(if bytes.len() >= 4 && bytes[..4] != MAGIC { Error::BadMagic } else { Error::Truncated });
         }
         if bytes[..4] != MAGIC {
             return Err(Error::BadMagic);
@@ -295,9 +291,7 @@ impl<'a> Model<'a> {
         let params = u32::from_le_bytes([r[8], r[9], r[10], r[11]]) as usize;
         let n_params = u16::from_le_bytes([r[12], r[13]]) as usize;
         let (pcount, poff) = self.section(Section::Params);
-        if params.checked_add(n_params).is_none_or(|end| end > pcount)
-            || n_params > crate::ops::MAX_PARAM_WORDS
-        {
+        if params.checked_add(n_params).is_none_or(|end| end > pcount) || n_params > crate::ops::MAX_PARAM_WORDS {
             return Err(Error::OutOfBounds);
         }
         let mut words = [0u32; crate::ops::MAX_PARAM_WORDS];
@@ -353,10 +347,7 @@ impl<'a> Model<'a> {
 
     /// Finds an entry point by name (`"forward"`, `"decode_step"`, ...).
     pub fn entry_by_name(&self, name: &str) -> Result<EntryId> {
-        (0..self.entry_count() as u32)
-            .map(EntryId)
-            .find(|&e| self.entry_name(e) == Ok(name))
-            .ok_or(Error::NotFound)
+        (0..self.entry_count() as u32).map(EntryId).find(|&e| self.entry_name(e) == Ok(name)).ok_or(Error::NotFound)
     }
 
     /// Input `k` of entry `e`.
@@ -404,10 +395,7 @@ impl<'a> Model<'a> {
 
     /// Looks up a metadata value (e.g. `mote.tokenizer`).
     pub fn metadata(&self, key: &str) -> Option<&'a str> {
-        (0..self.metadata_count())
-            .filter_map(|i| self.metadata_entry(i).ok())
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
+        (0..self.metadata_count()).filter_map(|i| self.metadata_entry(i).ok()).find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// The string at offset `off` of the string section.
@@ -418,7 +406,6 @@ impl<'a> Model<'a> {
         if off + 2 + n > len {
             return Err(Error::OutOfBounds);
         }
-        core::str::from_utf8(&self.bytes[base + off + 2..base + off + 2 + n])
-            .map_err(|_| Error::BadString)
+        core::str::from_utf8(&self.bytes[base + off + 2..base + off + 2 + n]).map_err(|_| Error::BadString)
     }
 }

@@ -38,7 +38,7 @@ pub(super) fn validate(m: &Model<'_>) -> Result<()> {
 fn sections(m: &Model<'_>) -> Result<()> {
     let file_len = m.bytes().len();
     let in_file = |off: usize, len: usize| -> Result<()> {
-        if off % ALIGN != 0 {
+        if !off.is_multiple_of(ALIGN) {
             return Err(Error::Misaligned);
         }
         let end = off.checked_add(len).ok_or(Error::OutOfBounds)?;
@@ -74,9 +74,7 @@ fn tensor(m: &Model<'_>, id: TensorId) -> Result<()> {
         m.string(name)?;
     }
     let numel = t.desc.shape.dims().iter().try_fold(1usize, |a, &d| a.checked_mul(d as usize));
-    let len = numel
-        .and_then(|n| n.checked_mul(t.desc.dtype.size()))
-        .ok_or(Error::BadShape)?;
+    let len = numel.and_then(|n| n.checked_mul(t.desc.dtype.size())).ok_or(Error::BadShape)?;
     if len != t.byte_len as usize {
         return Err(Error::BadShape);
     }
@@ -88,12 +86,11 @@ fn tensor(m: &Model<'_>, id: TensorId) -> Result<()> {
     if end > limit {
         return Err(Error::OutOfBounds);
     }
-    if t.offset as usize % ALIGN != 0 {
+    if !(t.offset as usize).is_multiple_of(ALIGN) {
         return Err(Error::Misaligned);
     }
-    if t.desc.dtype == DType::I8 && !(t.desc.quant.scale.is_finite() && t.desc.quant.scale > 0.0)
-        || !(-128..=127).contains(&t.desc.quant.zero_point) && t.desc.dtype == DType::I8
-    {
+    let q = t.desc.quant;
+    if t.desc.dtype == DType::I8 && !(q.scale.is_finite() && q.scale > 0.0 && (-128..=127).contains(&q.zero_point)) {
         return Err(Error::BadParams);
     }
     match (t.channel_axis, t.channel_scales) {
@@ -102,7 +99,7 @@ fn tensor(m: &Model<'_>, id: TensorId) -> Result<()> {
             if t.storage != Storage::Weights || axis as usize >= t.desc.shape.rank() {
                 return Err(Error::BadParams);
             }
-            if off as usize % 4 != 0 {
+            if !(off as usize).is_multiple_of(4) {
                 return Err(Error::Misaligned);
             }
             // weight_view checks the scale range lies inside the weights.
@@ -130,10 +127,11 @@ fn op(m: &Model<'_>, i: usize) -> Result<()> {
     if out.storage != Storage::Arena {
         return Err(Error::BadParams);
     }
-    let mut descs = [Desc { dtype: DType::F32, shape: Default::default(), quant: crate::tensor::Quant::NONE }; MAX_INPUTS];
-    for k in 0..info.n_inputs {
+    let mut descs =
+        [Desc { dtype: DType::F32, shape: Default::default(), quant: crate::tensor::Quant::NONE }; MAX_INPUTS];
+    for (k, desc) in descs.iter_mut().enumerate().take(info.n_inputs) {
         let t = m.tensor(m.op_input(&info, k)?)?;
-        descs[k] = t.desc;
+        *desc = t.desc;
         if t.storage == Storage::Arena {
             let (a, b) = (t.range(), out.range());
             let overlaps = a.start < b.end && b.start < a.end;

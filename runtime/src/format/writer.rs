@@ -63,7 +63,7 @@ impl Writer {
 
     /// Appends raw weight bytes at a 16-byte boundary, returning their offset.
     pub fn weight_bytes(&mut self, data: &[u8]) -> u32 {
-        while self.weights.len() % ALIGN != 0 {
+        while !self.weights.len().is_multiple_of(ALIGN) {
             self.weights.push(0);
         }
         let off = self.weights.len() as u32;
@@ -209,7 +209,7 @@ impl Writer {
 }
 
 fn pad(v: &mut Vec<u8>) {
-    while v.len() % ALIGN != 0 {
+    while !v.len().is_multiple_of(ALIGN) {
         v.push(0);
     }
 }

@@ -81,12 +81,7 @@ pub(crate) fn macs(a: &Attention, inputs: &[Desc]) -> u64 {
 }
 
 /// Runs attention, appending to the cache first when there is one.
-pub(crate) fn run(
-    a: &Attention,
-    inputs: &[Src<'_>],
-    out: &mut Out<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<()> {
+pub(crate) fn run(a: &Attention, inputs: &[Src<'_>], out: &mut Out<'_>, ctx: &mut Context<'_>) -> Result<()> {
     let (q, k, v) = (view(inputs, 0)?, view(inputs, 1)?, view(inputs, 2)?);
     let mask = if inputs.len() > 3 { Some(view(inputs, 3)?) } else { None };
     let (heads, dh) = (a.heads as usize, a.head_dim as usize);
@@ -121,10 +116,7 @@ pub(crate) fn run(
     }
     if k_end > given || v_end > given {
         let needed = u32::try_from(k_end.max(v_end)).unwrap_or(u32::MAX);
-        return Err(Error::ArenaTooSmall {
-            needed,
-            given: u32::try_from(given).unwrap_or(u32::MAX),
-        });
+        return Err(Error::ArenaTooSmall { needed, given: u32::try_from(given).unwrap_or(u32::MAX) });
     }
     let (k0, v0) = (cache.k_offset as usize, cache.v_offset as usize);
     let new = sq * row_bytes;

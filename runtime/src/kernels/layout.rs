@@ -47,18 +47,11 @@ pub(crate) fn check_transpose(perm: &[u8; MAX_RANK], inputs: &[Desc], out: &Desc
         }
         seen[p] = true;
     }
-    shape_ok(
-        out.shape.rank() == rank
-            && (0..rank).all(|i| out.shape.dim(i) == x.shape.dim(perm[i] as usize)),
-    )
+    shape_ok(out.shape.rank() == rank && (0..rank).all(|i| out.shape.dim(i) == x.shape.dim(perm[i] as usize)))
 }
 
 /// Walks the output in order, reading the input through permuted strides.
-pub(crate) fn run_transpose(
-    perm: &[u8; MAX_RANK],
-    inputs: &[Src<'_>],
-    out: &mut Out<'_>,
-) -> Result<()> {
+pub(crate) fn run_transpose(perm: &[u8; MAX_RANK], inputs: &[Src<'_>], out: &mut Out<'_>) -> Result<()> {
     let x = view(inputs, 0)?;
     let rank = x.desc.shape.rank();
     let s = strides(&x.desc.shape);

@@ -101,8 +101,7 @@ pub(crate) fn run_batch(inputs: &[Src<'_>], out: &mut Out<'_>) -> Result<()> {
     if ad.len() < 2 || bd.len() < 2 || od.len() < 2 {
         return Err(Error::BadShape);
     }
-    let (m, k, n) =
-        (ad[ad.len() - 2] as usize, ad[ad.len() - 1] as usize, bd[bd.len() - 1] as usize);
+    let (m, k, n) = (ad[ad.len() - 2] as usize, ad[ad.len() - 1] as usize, bd[bd.len() - 1] as usize);
     let batch = &od[..od.len() - 2];
     let sa = broadcast_strides(&ad[..ad.len() - 2], batch.len(), m * k);
     let sb = broadcast_strides(&bd[..bd.len() - 2], batch.len(), k * n);

@@ -104,12 +104,7 @@ pub fn check(op: &Op, inputs: &[Desc], output: &Desc, state_bytes: usize) -> Res
 /// and that input has the output's element size and element count (it then aliases the
 /// output's bytes); anything else is [`Error::BadParams`]. Byte buffers shorter than their
 /// descriptions are [`Error::SizeMismatch`].
-pub fn execute(
-    op: &Op,
-    inputs: &[Src<'_>],
-    out: &mut Out<'_>,
-    ctx: &mut Context<'_>,
-) -> Result<()> {
+pub fn execute(op: &Op, inputs: &[Src<'_>], out: &mut Out<'_>, ctx: &mut Context<'_>) -> Result<()> {
     if out.bytes.len() < out.desc.byte_len() {
         return Err(Error::SizeMismatch);
     }
@@ -121,8 +116,7 @@ pub fn execute(
                 }
             }
             Src::InPlace(d) => {
-                let same = d.dtype.size() == out.desc.dtype.size()
-                    && d.shape.numel() == out.desc.shape.numel();
+                let same = d.dtype.size() == out.desc.dtype.size() && d.shape.numel() == out.desc.shape.numel();
                 if !op.allows_in_place() || !same {
                     return Err(Error::BadParams);
                 }

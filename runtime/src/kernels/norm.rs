@@ -16,12 +16,7 @@ pub(crate) fn check(n: usize, inputs: &[Desc], out: &Desc) -> Result<()> {
 }
 
 /// `y = (x - mean) / sqrt(var + eps) * gamma (+ beta)`, mean then variance in two passes.
-pub(crate) fn run_layer_norm(
-    eps: f32,
-    has_beta: bool,
-    inputs: &[Src<'_>],
-    out: &mut Out<'_>,
-) -> Result<()> {
+pub(crate) fn run_layer_norm(eps: f32, has_beta: bool, inputs: &[Src<'_>], out: &mut Out<'_>) -> Result<()> {
     let x = view(inputs, 0)?;
     let gamma = view(inputs, 1)?;
     let beta = if has_beta { Some(view(inputs, 2)?) } else { None };

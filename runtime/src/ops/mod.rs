@@ -436,11 +436,7 @@ impl Op {
                 };
                 let cache = match word(p, 3)? {
                     0 => None,
-                    1 => Some(KvCache {
-                        k_offset: word(p, 4)?,
-                        v_offset: word(p, 5)?,
-                        capacity: word(p, 6)?,
-                    }),
+                    1 => Some(KvCache { k_offset: word(p, 4)?, v_offset: word(p, 5)?, capacity: word(p, 6)? }),
                     _ => return Err(Error::BadParams),
                 };
                 Op::Attention(Attention {

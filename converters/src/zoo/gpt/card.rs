@@ -66,33 +66,17 @@ pub fn render_gpt_card(r: &GptReport, extra_markdown: &str) -> String {
         c.d_model / c.n_heads,
         c.d_ff
     );
-    let _ = writeln!(
-        s,
-        "| context | {} chars, learned token + position embeddings |",
-        c.max_seq
-    );
+    let _ = writeln!(s, "| context | {} chars, learned token + position embeddings |", c.max_seq);
     let _ = writeln!(s, "| head | final LayerNorm, untied linear LM head |");
     let _ = writeln!(s, "| parameters | {} |", r.params);
-    let _ = writeln!(
-        s,
-        "| ONNX I/O | `tokens` int64 [1, seq] → `logits` f32 [1, seq, {}] |\n",
-        c.vocab
-    );
+    let _ = writeln!(s, "| ONNX I/O | `tokens` int64 [1, seq] → `logits` f32 [1, seq, {}] |\n", c.vocab);
     let _ = writeln!(s, "## Training\n");
     let _ = writeln!(
         s,
         "AdamW (β = 0.9/0.99, weight decay {} on weight matrices only), peak lr {:e}, {} \
          warm-up steps then cosine decay to 10%, {} steps of {} random windows × {} chars, \
          seed {}. Wall time {:.0} s on the host CPU. Smoothed final train loss {:.3} nats/char.\n",
-        o.weight_decay,
-        o.lr,
-        o.warmup,
-        r.steps,
-        o.batch_size,
-        c.max_seq,
-        o.seed,
-        r.train_seconds,
-        r.final_train_loss
+        o.weight_decay, o.lr, o.warmup, r.steps, o.batch_size, c.max_seq, o.seed, r.train_seconds, r.final_train_loss
     );
     let _ = writeln!(s, "## Metrics (held-out)\n");
     let _ = writeln!(
@@ -119,12 +103,7 @@ pub fn render_gpt_card(r: &GptReport, extra_markdown: &str) -> String {
         100.0 * r.agreement_accuracy,
         r.agreement_probes
     );
-    let _ = writeln!(
-        s,
-        "| `a+b=` completed exactly (greedy) | {:.1}% of {} |",
-        100.0 * r.sum_accuracy,
-        r.sum_probes
-    );
+    let _ = writeln!(s, "| `a+b=` completed exactly (greedy) | {:.1}% of {} |", 100.0 * r.sum_accuracy, r.sum_probes);
     let _ = writeln!(
         s,
         "| exported ONNX in tract vs candle, max abs logit difference on golden inputs | {:.2e} |\n",
@@ -133,12 +112,7 @@ pub fn render_gpt_card(r: &GptReport, extra_markdown: &str) -> String {
     let _ = writeln!(s, "## Samples\n");
     let _ = writeln!(s, "Sampling: {}.\n", r.sampling);
     for smp in &r.samples {
-        let _ = writeln!(
-            s,
-            "- `{}` → `{}`",
-            visible(&smp.prompt),
-            visible(&smp.completion)
-        );
+        let _ = writeln!(s, "- `{}` → `{}`", visible(&smp.prompt), visible(&smp.completion));
     }
     let _ = writeln!(s);
     let _ = writeln!(s, "## Files\n");

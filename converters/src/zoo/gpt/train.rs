@@ -126,9 +126,8 @@ const SAMPLE_PROMPTS: [&str; 3] = ["the cat ", "two dogs that ", "23+19="];
 /// `out_dir`.
 pub fn train_gpt(out_dir: &Path, opts: &GptTrainOptions) -> Result<GptReport> {
     let vocab = Vocab::standard();
-    let train_ids = vocab
-        .encode(&corpus::generate(corpus::TRAIN_SEED, opts.train_chars))
-        .context("train corpus outside vocab")?;
+    let train_ids =
+        vocab.encode(&corpus::generate(corpus::TRAIN_SEED, opts.train_chars)).context("train corpus outside vocab")?;
     let held_ids = vocab
         .encode(&corpus::generate(corpus::HELDOUT_SEED, opts.heldout_chars))
         .context("held-out corpus outside vocab")?;
@@ -140,9 +139,7 @@ pub fn train_gpt(out_dir: &Path, opts: &GptTrainOptions) -> Result<GptReport> {
 
     // Held-out windows at evenly spaced offsets.
     let stride = (held_ids.len() - win) / opts.eval_windows.max(1);
-    let eval: Vec<&[u32]> = (0..opts.eval_windows)
-        .map(|i| &held_ids[i * stride..i * stride + win])
-        .collect();
+    let eval: Vec<&[u32]> = (0..opts.eval_windows).map(|i| &held_ids[i * stride..i * stride + win]).collect();
     let heldout_loss = mean_nll(&gpt, &eval)?;
     let (unigram_loss, bigram_loss) = baselines(&train_ids, &eval, vocab.len());
     let (agreement_accuracy, agreement_probes) = agreement(&gpt, &vocab)?;
@@ -151,10 +148,7 @@ pub fn train_gpt(out_dir: &Path, opts: &GptTrainOptions) -> Result<GptReport> {
         .iter()
         .map(|p| {
             let completion = greedy(&gpt, &vocab, &format!("{SEPARATOR}{p}"), 48)?;
-            Ok(Sample {
-                prompt: p.to_string(),
-                completion,
-            })
+            Ok(Sample { prompt: p.to_string(), completion })
         })
         .collect::<Result<Vec<_>>>()?;
 
@@ -200,10 +194,7 @@ fn batch_loss(gpt: &Gpt, windows: &[&[u32]]) -> candle_core::Result<Tensor> {
     let targets: Vec<&[u32]> = windows.iter().map(|w| &w[1..]).collect();
     let logits = gpt.logits(&ids_tensor(&inputs)?)?;
     let v = logits.dim(D::Minus1)?;
-    candle_nn::loss::cross_entropy(
-        &logits.reshape((windows.len() * s, v))?,
-        &ids_tensor(&targets)?.flatten_all()?,
-    )
+    candle_nn::loss::cross_entropy(&logits.reshape((windows.len() * s, v))?, &ids_tensor(&targets)?.flatten_all()?)
 }
 
 fn lr_at(step: usize, opts: &GptTrainOptions) -> f64 {
@@ -218,28 +209,12 @@ type Curve = Vec<(usize, f64)>;
 
 fn train_loop(gpt: &Gpt, train: &[u32], opts: &GptTrainOptions) -> Result<(f64, f64, Curve)> {
     let win = gpt.config().max_seq + 1;
-    let adam = |vars, wd| {
-        AdamW::new(
-            vars,
-            ParamsAdamW {
-                lr: opts.lr,
-                beta1: 0.9,
-                beta2: 0.99,
-                eps: 1e-8,
-                weight_decay: wd,
-            },
-        )
-    };
+    let adam =
+        |vars, wd| AdamW::new(vars, ParamsAdamW { lr: opts.lr, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: wd });
     let mut opt_decay = adam(gpt.params().vars(true), opts.weight_decay)?;
     let mut opt_plain = adam(gpt.params().vars(false), 0.0)?;
-    let pb = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(opts.steps as u64)
-    };
-    pb.set_style(ProgressStyle::with_template(
-        "gpt {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-    )?);
+    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(opts.steps as u64) };
+    pb.set_style(ProgressStyle::with_template("gpt {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")?);
     let mut rng = SplitMix64::new(opts.seed ^ 0xba7c_0000);
     let mut ema = f64::NAN;
     let mut curve = Vec::new();
@@ -314,10 +289,7 @@ fn logprob(gpt: &Gpt, vocab: &Vocab, prefix: &str, cont: &str) -> Result<f64> {
     let logits = gpt.logits(&ids_tensor(&[ids])?)?.squeeze(0)?;
     let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
     let first = ids.len() - c.len();
-    Ok(c.iter()
-        .enumerate()
-        .map(|(i, &t)| lp[first + i][t as usize] as f64)
-        .sum())
+    Ok(c.iter().enumerate().map(|(i, &t)| lp[first + i][t as usize] as f64).sum())
 }
 
 fn agreement(gpt: &Gpt, vocab: &Vocab) -> Result<(f64, usize)> {
@@ -374,8 +346,7 @@ fn write_artefacts(
     let s = gpt.config().max_seq;
     let v = gpt.config().vocab;
     for d in ["golden", "calib"] {
-        std::fs::create_dir_all(out.join(d))
-            .with_context(|| format!("creating {}", out.join(d).display()))?;
+        std::fs::create_dir_all(out.join(d)).with_context(|| format!("creating {}", out.join(d).display()))?;
     }
     std::fs::write(out.join("model.onnx"), onnx)?;
     let to_i64 = |w: &[u32]| w.iter().map(|&x| x as i64).collect::<Vec<i64>>();
@@ -424,13 +395,7 @@ mod tests {
         let r = train_gpt(&dir, &opts)?;
         assert!(r.heldout_loss.is_finite() && r.unigram_loss > r.bigram_loss);
         assert!(r.onnx_vs_candle_max_abs < 1e-4, "{}", r.onnx_vs_candle_max_abs);
-        for f in [
-            "model.onnx",
-            "golden/input_3.npy",
-            "golden/output_3.npy",
-            "heldout.npy",
-            "calib/input_7.npy",
-        ] {
+        for f in ["model.onnx", "golden/input_3.npy", "golden/output_3.npy", "heldout.npy", "calib/input_7.npy"] {
             assert!(dir.join(f).exists(), "{f} missing");
         }
         let file = std::fs::File::open(dir.join("heldout.npy"))?;

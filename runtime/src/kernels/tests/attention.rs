@@ -34,9 +34,7 @@ fn reference(op: &Op, q: &T, k: &T, v: &T, key_mask: Option<&T>) -> Vec<f64> {
                 let scores: Vec<f64> = seen
                     .iter()
                     .map(|&j| {
-                        let dot: f64 = (0..dh)
-                            .map(|d| at(&qv, bi * sq + s, d) * at(&kv, bi * skv + j, d))
-                            .sum();
+                        let dot: f64 = (0..dh).map(|d| at(&qv, bi * sq + s, d) * at(&kv, bi * skv + j, d)).sum();
                         dot * a.scale as f64
                     })
                     .collect();
@@ -118,14 +116,7 @@ fn rows(t: &T, from: usize, to: usize) -> T {
 
 /// Runs the full causal pass, then decodes the same rows through the cache in `chunks`, and
 /// requires identical bytes.
-fn incremental_equals_full(
-    q: &T,
-    k: &T,
-    v: &T,
-    out: Desc,
-    mask: Option<(&T, &T)>,
-    chunks: &[usize],
-) {
+fn incremental_equals_full(q: &T, k: &T, v: &T, out: Desc, mask: Option<(&T, &T)>, chunks: &[usize]) {
     let s = q.desc.shape.dim(1);
     let hd = q.desc.shape.dim(2) as u32;
     let full_op = attn(2, (hd / 2) as u16, MaskMode::Causal, None);
@@ -189,8 +180,7 @@ fn cache_without_mask_mode_matches_the_uncached_pass() {
     let cache = KvCache { k_offset: 0, v_offset: 1024, capacity: 32 };
     let mut state = vec![0u8; 2048];
     let mut ctx = Context { position: 0, state: &mut state };
-    let got =
-        run_ctx(&attn(2, 4, MaskMode::None, Some(cache)), &[&q, &k, &v], out, &mut ctx).unwrap();
+    let got = run_ctx(&attn(2, 4, MaskMode::None, Some(cache)), &[&q, &k, &v], out, &mut ctx).unwrap();
     assert_eq!(got.bytes, full.bytes);
 }
 
@@ -215,13 +205,7 @@ fn cache_overflow_is_state_full() {
 fn macs_use_the_cache_capacity() {
     let q = desc(DType::F32, &[2, 3, 16]);
     let k = desc(DType::F32, &[2, 5, 16]);
-    assert_eq!(
-        super::super::macs(&attn(2, 8, MaskMode::None, None), &[q, k, k], &q),
-        2 * 2 * 2 * 3 * 5 * 8
-    );
+    assert_eq!(super::super::macs(&attn(2, 8, MaskMode::None, None), &[q, k, k], &q), 2 * 2 * 2 * 3 * 5 * 8);
     let cache = Some(KvCache { k_offset: 0, v_offset: 0, capacity: 64 });
-    assert_eq!(
-        super::super::macs(&attn(2, 8, MaskMode::None, cache), &[q, k, k], &q),
-        2 * 2 * 2 * 3 * 64 * 8
-    );
+    assert_eq!(super::super::macs(&attn(2, 8, MaskMode::None, cache), &[q, k, k], &q), 2 * 2 * 2 * 3 * 64 * 8);
 }

@@ -51,9 +51,7 @@ fn invalid_descs_are_rejected_for_any_op() {
     let op = Op::Unary(UnaryOp::Relu);
     assert_eq!(check(&op, &[huge], &huge, 0), Err(Error::BadShape));
     let mut q = d(DType::I8, &[2]);
-    for quant in
-        [(0.0, 0), (-1.0, 0), (f32::NAN, 0), (f32::INFINITY, 0), (1.0, 128), (1.0, i32::MIN)]
-    {
+    for quant in [(0.0, 0), (-1.0, 0), (f32::NAN, 0), (f32::INFINITY, 0), (1.0, 128), (1.0, i32::MIN)] {
         q.quant = Quant { scale: quant.0, zero_point: quant.1 };
         assert_eq!(check(&op, &[q], &f(&[2]), 0), Err(Error::BadDType), "{quant:?}");
     }
@@ -68,26 +66,14 @@ fn attention_parameters_and_shapes() {
     let big = f(&[1, 4, 257]);
     let op = attention(1, 257, MaskMode::None, None);
     assert_eq!(check(&op, &[big, big, big], &big, 0), Err(Error::BadParams));
-    assert_eq!(
-        check(&attention(0, 4, MaskMode::None, None), &[x, x, x], &x, 0),
-        Err(Error::BadParams)
-    );
-    assert_eq!(
-        check(&attention(8, 0, MaskMode::None, None), &[x, x, x], &x, 0),
-        Err(Error::BadParams)
-    );
+    assert_eq!(check(&attention(0, 4, MaskMode::None, None), &[x, x, x], &x, 0), Err(Error::BadParams));
+    assert_eq!(check(&attention(8, 0, MaskMode::None, None), &[x, x, x], &x, 0), Err(Error::BadParams));
     // Last dim must be heads * head_dim; rank 3; v like k; out like q.
-    assert_eq!(
-        check(&attention(2, 3, MaskMode::None, None), &[x, x, x], &x, 0),
-        Err(Error::BadShape)
-    );
+    assert_eq!(check(&attention(2, 3, MaskMode::None, None), &[x, x, x], &x, 0), Err(Error::BadShape));
     let r2 = f(&[4, 8]);
     assert_eq!(check(&ok, &[r2, r2, r2], &r2, 0), Err(Error::BadShape));
     let kv = f(&[1, 6, 8]);
-    assert_eq!(
-        check(&attention(2, 4, MaskMode::None, None), &[x, kv, x], &x, 0),
-        Err(Error::BadShape)
-    );
+    assert_eq!(check(&attention(2, 4, MaskMode::None, None), &[x, kv, x], &x, 0), Err(Error::BadShape));
     // Causal without a cache needs Sq == Skv.
     assert_eq!(check(&ok, &[x, kv, kv], &x, 0), Err(Error::BadShape));
     // Key mask is [B, Skv].
@@ -154,10 +140,7 @@ fn execute_validates_buffers_it_is_given() {
     let src = Src::View(View { desc: x, bytes: &full, channel_scales: None });
     let r = execute(&op, &[src], &mut Out { desc: x, bytes: &mut y[..8] }, &mut ctx);
     assert_eq!(r, Err(Error::SizeMismatch));
-    assert_eq!(
-        execute(&op, &[], &mut Out { desc: x, bytes: &mut y }, &mut ctx),
-        Err(Error::BadArity)
-    );
+    assert_eq!(execute(&op, &[], &mut Out { desc: x, bytes: &mut y }, &mut ctx), Err(Error::BadArity));
     // A state region smaller than the one `check` was told about.
     let q = f(&[1, 1, 8]);
     let cache = KvCache { k_offset: 0, v_offset: 32, capacity: 1 };

@@ -6,15 +6,8 @@ use super::*;
 use crate::error::Error;
 use crate::ops::{BinaryOp, UnaryOp};
 
-const BINARY: [BinaryOp; 7] = [
-    BinaryOp::Add,
-    BinaryOp::Sub,
-    BinaryOp::Mul,
-    BinaryOp::Div,
-    BinaryOp::Max,
-    BinaryOp::Min,
-    BinaryOp::Pow,
-];
+const BINARY: [BinaryOp; 7] =
+    [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Max, BinaryOp::Min, BinaryOp::Pow];
 
 fn reference_binary(op: BinaryOp, a: f64, b: f64) -> f64 {
     match op {
@@ -35,8 +28,7 @@ fn broadcast_reference(op: BinaryOp, a: &T, b: &T, out: &[u32]) -> Vec<f64> {
     let pick = |t: &T, idx: &[usize]| {
         let dims = t.desc.shape.dims();
         let pad = out.len() - dims.len();
-        let own: Vec<usize> =
-            dims.iter().enumerate().map(|(i, &d)| if d == 1 { 0 } else { idx[pad + i] }).collect();
+        let own: Vec<usize> = dims.iter().enumerate().map(|(i, &d)| if d == 1 { 0 } else { idx[pad + i] }).collect();
         ravel(&own, dims)
     };
     (0..n)
@@ -150,8 +142,7 @@ fn unary_matches_f64_formulas() {
     for op in UNARY {
         let input = if matches!(op, UnaryOp::Sqrt | UnaryOp::Reciprocal) { &pos } else { &x };
         let got = run(&Op::Unary(op), &[input], desc(DType::F32, &[10, 20])).unwrap();
-        let want: Vec<f64> =
-            input.values().iter().map(|&v| reference_unary(op, v as f64)).collect();
+        let want: Vec<f64> = input.values().iter().map(|&v| reference_unary(op, v as f64)).collect();
         assert_close(&got.values(), &want, 1e-6, 1e-6);
     }
 }

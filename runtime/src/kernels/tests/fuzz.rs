@@ -70,13 +70,7 @@ fn random_op(rng: &mut Rng) -> Op {
             });
             let mask = if rng.below(2) == 0 { MaskMode::None } else { MaskMode::Causal };
             let heads = rng.below(3) as u16;
-            Op::Attention(Attention {
-                heads,
-                head_dim: rng.below(4) as u16,
-                mask,
-                scale: 0.5,
-                cache,
-            })
+            Op::Attention(Attention { heads, head_dim: rng.below(4) as u16, mask, scale: 0.5, cache })
         }
     }
 }
@@ -155,8 +149,7 @@ fn accepted_operands_never_panic() {
             _ => {
                 let base = random_shape(&mut rng);
                 let n_in = rng.below(5) as usize;
-                let inputs: Vec<Desc> =
-                    (0..n_in).map(|_| random_desc(&mut rng, Some(base))).collect();
+                let inputs: Vec<Desc> = (0..n_in).map(|_| random_desc(&mut rng, Some(base))).collect();
                 let out = random_desc(&mut rng, inputs.first().map(|d| d.shape));
                 (inputs, out)
             }
@@ -168,15 +161,13 @@ fn accepted_operands_never_panic() {
         let (kind, _) = op.encode();
         accepted[kind as usize - 1] += 1;
         let _ = macs(&op, &inputs, &out);
-        let bufs: Vec<Vec<u8>> =
-            inputs.iter().map(|d| random_bytes(&mut rng, d.byte_len())).collect();
+        let bufs: Vec<Vec<u8>> = inputs.iter().map(|d| random_bytes(&mut rng, d.byte_len())).collect();
         let scales: Vec<u8> = (0..64).flat_map(|_| 0.01f32.to_le_bytes()).collect();
         let in_place = op.allows_in_place()
             && rng.below(2) == 0
             && inputs[0].dtype.size() == out.dtype.size()
             && inputs[0].shape.numel() == out.shape.numel();
-        let mut out_bytes =
-            if in_place { bufs[0].clone() } else { random_bytes(&mut rng, out.byte_len()) };
+        let mut out_bytes = if in_place { bufs[0].clone() } else { random_bytes(&mut rng, out.byte_len()) };
         let srcs: Vec<Src<'_>> = inputs
             .iter()
             .zip(&bufs)

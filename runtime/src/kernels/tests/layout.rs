@@ -101,9 +101,8 @@ fn slice_reads_start_plus_index_times_step() {
         let want: Vec<f64> = (0..n)
             .map(|i| {
                 let oi = unravel(i, od);
-                let ii: Vec<usize> = (0..3)
-                    .map(|ax| (starts[ax] as i64 + oi[ax] as i64 * steps[ax] as i64) as usize)
-                    .collect();
+                let ii: Vec<usize> =
+                    (0..3).map(|ax| (starts[ax] as i64 + oi[ax] as i64 * steps[ax] as i64) as usize).collect();
                 ravel(&ii, &dims) as f64
             })
             .collect();

@@ -6,14 +6,7 @@ use super::*;
 use crate::error::Error;
 
 /// `a [rows, k] · w[n, k]ᵀ + bias`.
-fn reference(
-    a: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    rows: usize,
-    n: usize,
-    k: usize,
-) -> Vec<f64> {
+fn reference(a: &[f32], w: &[f32], bias: Option<&[f32]>, rows: usize, n: usize, k: usize) -> Vec<f64> {
     let mut out = Vec::new();
     for r in 0..rows {
         for c in 0..n {
@@ -82,15 +75,13 @@ fn matmul_rejects_bad_operands() {
 fn batch_reference(a: &T, b: &T, out: &[u32]) -> Vec<f64> {
     let (av, bv) = (a.values(), b.values());
     let (ad, bd) = (a.desc.shape.dims(), b.desc.shape.dims());
-    let (m, k, n) =
-        (ad[ad.len() - 2] as usize, ad[ad.len() - 1] as usize, bd[bd.len() - 1] as usize);
+    let (m, k, n) = (ad[ad.len() - 2] as usize, ad[ad.len() - 1] as usize, bd[bd.len() - 1] as usize);
     let batch = &out[..out.len() - 2];
     let nb: usize = batch.iter().map(|&d| d as usize).product();
     let pick = |dims: &[u32], idx: &[usize]| {
         let bdims = &dims[..dims.len() - 2];
         let pad = batch.len() - bdims.len();
-        let own: Vec<usize> =
-            bdims.iter().enumerate().map(|(i, &d)| if d == 1 { 0 } else { idx[pad + i] }).collect();
+        let own: Vec<usize> = bdims.iter().enumerate().map(|(i, &d)| if d == 1 { 0 } else { idx[pad + i] }).collect();
         ravel(&own, bdims)
     };
     let mut res = Vec::new();
@@ -99,8 +90,7 @@ fn batch_reference(a: &T, b: &T, out: &[u32]) -> Vec<f64> {
         let (oa, ob) = (pick(ad, &idx) * m * k, pick(bd, &idx) * k * n);
         for r in 0..m {
             for c in 0..n {
-                let s: f64 =
-                    (0..k).map(|i| av[oa + r * k + i] as f64 * bv[ob + i * n + c] as f64).sum();
+                let s: f64 = (0..k).map(|i| av[oa + r * k + i] as f64 * bv[ob + i * n + c] as f64).sum();
                 res.push(s);
             }
         }

@@ -32,14 +32,12 @@ fn case(seed: u64, rows: usize, n: usize, k: usize) -> Case {
 /// Exact i64 accumulators: `bias + Σ (a - zp) · w`.
 fn acc_reference(c: &Case) -> Vec<i64> {
     let (a, w) = (c.a.raw_i8(), c.w.raw_i8());
-    let bias: Vec<i32> =
-        c.bias.bytes.chunks(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let bias: Vec<i32> = c.bias.bytes.chunks(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     let zp = c.a.desc.quant.zero_point as i64;
     let mut out = Vec::new();
     for r in 0..c.rows {
         for j in 0..c.n {
-            let dot: i64 =
-                (0..c.k).map(|i| (a[r * c.k + i] as i64 - zp) * w[j * c.k + i] as i64).sum();
+            let dot: i64 = (0..c.k).map(|i| (a[r * c.k + i] as i64 - zp) * w[j * c.k + i] as i64).sum();
             out.push(dot + bias[j] as i64);
         }
     }
@@ -75,8 +73,7 @@ fn i8_output_requantises_exactly_and_tracks_float() {
     // Exact: the i64 accumulator through the (separately tested) fixed-point multiplier.
     for (i, acc) in acc_reference(&c).into_iter().enumerate() {
         let j = i % c.n;
-        let q = out_zp as i64
-            + multiply_by_quantized_multiplier(acc as i32, table[2 * j], table[2 * j + 1]) as i64;
+        let q = out_zp as i64 + multiply_by_quantized_multiplier(acc as i32, table[2 * j], table[2 * j + 1]) as i64;
         assert_eq!(got[i] as i64, q.clamp(-128, 127), "element {i}");
     }
     // Close to the float matmul of the dequantised operands (bias at scale s_a · s_w).
@@ -121,8 +118,7 @@ fn inner_loop_wraps_and_validates_lengths() {
     let rhs = [0x80u8; 4];
     let bias = i32::MAX.to_le_bytes();
     let mut seen = Vec::new();
-    mat_mult_nt_t_s8(&lhs, &rhs, Some(&bias), 0, 1, 1, 4, |r, c, acc| seen.push((r, c, acc)))
-        .unwrap();
+    mat_mult_nt_t_s8(&lhs, &rhs, Some(&bias), 0, 1, 1, 4, |r, c, acc| seen.push((r, c, acc))).unwrap();
     assert_eq!(seen, [(0, 0, i32::MAX.wrapping_add(4 * 16384))]);
     let short = mat_mult_nt_t_s8(&lhs[..3], &rhs, None, 0, 1, 1, 4, |_, _, _| {});
     assert_eq!(short, Err(Error::SizeMismatch));
@@ -134,7 +130,6 @@ fn inner_loop_wraps_and_validates_lengths() {
 fn short_channel_scales_are_an_error_not_a_panic() {
     let mut c = case(34, 2, 3, 4);
     c.w.scales = Some(std::vec![0u8; 8]);
-    let err =
-        run(&Op::MatMul { has_bias: true }, &[&c.a, &c.w, &c.bias], desc(DType::F32, &[2, 3]));
+    let err = run(&Op::MatMul { has_bias: true }, &[&c.a, &c.w, &c.bias], desc(DType::F32, &[2, 3]));
     assert_eq!(err.err(), Some(Error::SizeMismatch));
 }

@@ -109,11 +109,8 @@ pub(super) fn run_in_place(op: &Op, inputs: &[&T], which: usize, out: Desc) -> R
     let descs: Vec<Desc> = inputs.iter().map(|t| t.desc).collect();
     check(op, &descs, &out, 0)?;
     let mut bytes = inputs[which].bytes.clone();
-    let srcs: Vec<Src<'_>> = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, t)| if i == which { Src::InPlace(t.desc) } else { t.src() })
-        .collect();
+    let srcs: Vec<Src<'_>> =
+        inputs.iter().enumerate().map(|(i, t)| if i == which { Src::InPlace(t.desc) } else { t.src() }).collect();
     let mut ctx = Context { position: 0, state: &mut [] };
     execute(op, &srcs, &mut Out { desc: out, bytes: &mut bytes }, &mut ctx)?;
     Ok(T { desc: out, bytes, scales: None })

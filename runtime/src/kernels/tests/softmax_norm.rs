@@ -60,14 +60,7 @@ fn softmax_is_stable_for_large_inputs() {
     assert_eq!(err.err(), Some(Error::BadParams));
 }
 
-fn norm_reference(
-    x: &[f32],
-    d: usize,
-    gamma: &[f32],
-    beta: Option<&[f32]>,
-    eps: f64,
-    rms: bool,
-) -> Vec<f64> {
+fn norm_reference(x: &[f32], d: usize, gamma: &[f32], beta: Option<&[f32]>, eps: f64, rms: bool) -> Vec<f64> {
     let mut out = Vec::new();
     for row in x.chunks(d) {
         let row: Vec<f64> = row.iter().map(|&v| v as f64).collect();
