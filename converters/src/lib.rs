@@ -6,6 +6,7 @@ pub mod cli;
 pub mod convert;
 pub mod emit;
 pub mod eval;
+pub mod family;
 pub mod host;
 pub mod import;
 pub mod ir;

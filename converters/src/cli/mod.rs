@@ -1,7 +1,7 @@
 //! The `mote` command line.
 
 mod commands;
-mod generate;
+pub mod generate;
 mod zoo;
 
 use crate::emit::dtypes::QuantMode;

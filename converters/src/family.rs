@@ -1,0 +1,167 @@
+//! Evaluates a zoo family's committed artefacts through the converter and the runtime:
+//! the figures behind `mote zoo report`, the model cards and the acceptance tests.
+
+use crate::array::{Array, Data};
+use crate::cli::generate::complete;
+use crate::convert::{self, Calibration, Options};
+use crate::emit::dtypes::QuantMode;
+use crate::eval::{self, LmEval};
+use crate::import::{Bounds, OnnxModel};
+use crate::{host, verify};
+use anyhow::{anyhow, Context, Result};
+use mote::generate::Sampler;
+use serde::Serialize;
+use std::path::Path;
+
+/// Everything measured about the GPT family.
+#[derive(Debug, Clone, Serialize)]
+pub struct GptFigures {
+    /// Trainable parameters (weights in the ONNX file).
+    pub params: usize,
+    /// f32 file bytes.
+    pub flash_f32: usize,
+    /// int8 file bytes.
+    pub flash_int8: usize,
+    /// int8 arena bytes (peak over entries).
+    pub arena_int8: usize,
+    /// Largest per-entry lower bound of the int8 plan.
+    pub lower_bound_int8: usize,
+    /// Planned/lower-bound ratio of the f32 forward plan.
+    pub plan_ratio_f32: f64,
+    /// Planned/lower-bound ratio of the int8 forward plan.
+    pub plan_ratio_int8: f64,
+    /// KV-cache state bytes (int8).
+    pub state_int8: usize,
+    /// MACs of one `decode_step` (one token with a full cache bound).
+    pub macs_per_token: u64,
+    /// f32 `.mote` against tract on the golden inputs.
+    pub f32_vs_tract_max_abs: f32,
+    /// f32 `.mote` against the training framework's golden outputs.
+    pub f32_vs_candle_max_abs: f32,
+    /// Held-out positions scored.
+    pub heldout_positions: usize,
+    /// Held-out loss of the f32 `.mote` (nats/char).
+    pub loss_f32: f64,
+    /// Held-out loss of the int8 `.mote`.
+    pub loss_int8: f64,
+    /// Next-token argmax agreement of int8 with f32.
+    pub top1_agreement: f64,
+    /// Incremental decoding vs the full pass, f32 (max-abs over all positions).
+    pub decode_vs_forward_f32: f32,
+    /// Incremental decoding vs the full pass, int8 (max-abs; 0 means bit-exact).
+    pub decode_vs_forward_int8: f32,
+    /// Whether the committed `model.int8.mote` equals a fresh conversion byte for byte.
+    pub committed_int8_up_to_date: bool,
+    /// Greedy generations of the int8 model on the host runtime.
+    pub samples: Vec<(String, String)>,
+}
+
+/// Context length the zoo model was trained for.
+fn bounds_of(onnx: &OnnxModel) -> Result<Bounds> {
+    let max: usize = onnx
+        .metadata()
+        .iter()
+        .find(|(k, _)| k == "mote.max_seq")
+        .ok_or_else(|| anyhow!("model has no mote.max_seq metadata"))?
+        .1
+        .parse()?;
+    Ok(onnx.symbols.iter().map(|s| (s.clone(), max)).collect())
+}
+
+/// Options for converting a zoo GPT.
+pub fn gpt_options(dir: &Path, quant: QuantMode) -> Result<Options> {
+    let bounds = bounds_of(&OnnxModel::load(&dir.join("model.onnx"))?)?;
+    Ok(Options { quant, bounds, calibration: Some(Calibration::Dir(dir.join("calib"))), decode: true })
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// Max-abs difference between `forward` logits and token-by-token `decode_step` logits.
+pub fn decode_vs_forward(bytes: &[u8], tokens: &[i64]) -> Result<f32> {
+    let full = host::run(bytes, "forward", &[Array::i64(vec![1, tokens.len()], tokens.to_vec())])?.remove(0).to_f32();
+    let model = mote::Model::parse(bytes)?;
+    let e = model.entry_by_name("decode_step")?;
+    let mut mem = host::Memory::for_model(&model);
+    let mut s = mote::Session::new(&model, &mut mem.arena, &mut mem.state)?;
+    let vocab = full.len() / tokens.len();
+    let mut step = vec![0f32; vocab];
+    let mut worst = 0f32;
+    for (p, &t) in tokens.iter().enumerate() {
+        s.set_input_i32(e, 0, &[t as i32])?;
+        s.run(e)?;
+        s.output_f32(e, 0, &mut step)?;
+        worst = worst.max(max_abs(&step, &full[p * vocab..(p + 1) * vocab]));
+    }
+    Ok(worst)
+}
+
+/// Prompts the card and report generate from.
+pub const PROMPTS: [&str; 3] = ["the cat ", "two dogs that ", "23+19="];
+
+/// Measures the GPT family in `dir` (`models/gpt`).
+pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
+    let onnx = dir.join("model.onnx");
+    let f32m = convert::convert(&onnx, &gpt_options(dir, QuantMode::F32)?)?;
+    let i8m = convert::convert(&onnx, &gpt_options(dir, QuantMode::Int8)?)?;
+    let params = OnnxModel::load(&onnx)?
+        .proto
+        .graph
+        .as_ref()
+        .map(|g| g.initializer.iter().filter(|t| t.dims.len() >= 1).map(|t| t.dims.iter().product::<i64>() as usize).sum())
+        .unwrap_or(0);
+
+    let (mut vs_tract, mut vs_candle) = (0f32, 0f32);
+    let mut first_golden = None;
+    for k in 0.. {
+        let (x, y) = (dir.join(format!("golden/input_{k}.npy")), dir.join(format!("golden/output_{k}.npy")));
+        if !x.exists() {
+            break;
+        }
+        let x = Array::read_npy(&x)?;
+        let want = Array::read_npy(&y)?.to_f32();
+        let got = host::run(&f32m.bytes, "forward", std::slice::from_ref(&x))?.remove(0).to_f32();
+        let tract = verify::tract_reference(&onnx, std::slice::from_ref(&x))?.remove(0).to_f32();
+        vs_tract = vs_tract.max(max_abs(&got, &tract));
+        vs_candle = vs_candle.max(max_abs(&got, &want));
+        first_golden.get_or_insert(x);
+    }
+    let golden = first_golden.ok_or_else(|| anyhow!("{}: no golden inputs", dir.display()))?;
+    let Data::I64(golden_tokens) = &golden.data else { return Err(anyhow!("golden input must be integer tokens")) };
+
+    let heldout = Array::read_npy(&dir.join("heldout.npy")).context("held-out windows")?;
+    let e32: LmEval = eval::lm_eval(&f32m.bytes, &heldout)?;
+    let e8: LmEval = eval::lm_eval(&i8m.bytes, &heldout)?;
+
+    let committed = std::fs::read(dir.join("model.int8.mote")).unwrap_or_default();
+    let mut samples = Vec::new();
+    for p in PROMPTS {
+        let text = complete(&i8m.bytes, p, 24, &mut Sampler::greedy(), |_| {})?;
+        samples.push((p.to_string(), text));
+    }
+    let forward_plan = |c: &convert::Converted| {
+        c.plans.iter().find(|p| p.entry == "forward").map(|p| p.arena as f64 / p.lower_bound.max(1) as f64).unwrap_or(0.0)
+    };
+    Ok(GptFigures {
+        params,
+        flash_f32: f32m.bytes.len(),
+        flash_int8: i8m.bytes.len(),
+        arena_int8: i8m.inspection.arena_bytes,
+        lower_bound_int8: i8m.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0),
+        plan_ratio_f32: forward_plan(&f32m),
+        plan_ratio_int8: forward_plan(&i8m),
+        state_int8: i8m.inspection.state_bytes,
+        macs_per_token: i8m.inspection.entries.iter().find(|e| e.entry == "decode_step").map(|e| e.macs).unwrap_or(0),
+        f32_vs_tract_max_abs: vs_tract,
+        f32_vs_candle_max_abs: vs_candle,
+        heldout_positions: e32.positions,
+        loss_f32: e32.loss,
+        loss_int8: e8.loss,
+        top1_agreement: eval::top1_agreement(&e8, &e32),
+        decode_vs_forward_f32: decode_vs_forward(&f32m.bytes, golden_tokens)?,
+        decode_vs_forward_int8: decode_vs_forward(&i8m.bytes, golden_tokens)?,
+        committed_int8_up_to_date: committed == i8m.bytes,
+        samples,
+    })
+}
