@@ -109,7 +109,9 @@ pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
         .proto
         .graph
         .as_ref()
-        .map(|g| g.initializer.iter().filter(|t| t.dims.len() >= 1).map(|t| t.dims.iter().product::<i64>() as usize).sum())
+        .map(|g| {
+            g.initializer.iter().filter(|t| t.dims.len() >= 1).map(|t| t.dims.iter().product::<i64>() as usize).sum()
+        })
         .unwrap_or(0);
 
     let (mut vs_tract, mut vs_candle) = (0f32, 0f32);
@@ -141,7 +143,11 @@ pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
         samples.push((p.to_string(), text));
     }
     let forward_plan = |c: &convert::Converted| {
-        c.plans.iter().find(|p| p.entry == "forward").map(|p| p.arena as f64 / p.lower_bound.max(1) as f64).unwrap_or(0.0)
+        c.plans
+            .iter()
+            .find(|p| p.entry == "forward")
+            .map(|p| p.arena as f64 / p.lower_bound.max(1) as f64)
+            .unwrap_or(0.0)
     };
     Ok(GptFigures {
         params,

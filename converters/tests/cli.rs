@@ -121,5 +121,8 @@ fn bad_input_gives_one_line_errors() {
     assert!(!mote(&["convert", onnx.to_str().unwrap(), "-o", y, "--dim", "seq"]).status.success());
     let bogus = dir.join("bogus.onnx");
     std::fs::write(&bogus, b"not protobuf at all").unwrap();
-    assert_one_line_error(&mote(&["convert", bogus.to_str().unwrap(), "-o", y, "--dim", "seq=4"]), "not a readable ONNX model");
+    assert_one_line_error(
+        &mote(&["convert", bogus.to_str().unwrap(), "-o", y, "--dim", "seq=4"]),
+        "not a readable ONNX model",
+    );
 }

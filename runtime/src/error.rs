@@ -50,6 +50,8 @@ pub enum Error {
     StateFull,
     /// An index input (token id, position) is outside the table it indexes.
     IndexOutOfRange,
+    /// An external backend (tract) failed to load or run the model.
+    Backend,
 }
 
 impl fmt::Display for Error {
@@ -77,6 +79,7 @@ impl fmt::Display for Error {
             Error::SizeMismatch => write!(f, "buffer has the wrong number of elements"),
             Error::StateFull => write!(f, "state is full: sequence longer than the converted bound"),
             Error::IndexOutOfRange => write!(f, "an index is outside the table it indexes"),
+            Error::Backend => write!(f, "the tract backend failed to load or run the model"),
         }
     }
 }

@@ -87,9 +87,19 @@ pub fn card_section(f: &GptFigures) -> String {
         ("f32 .mote vs tract, max-abs (golden)", format!("{:.2e}", f.f32_vs_tract_max_abs)),
         ("f32 .mote vs candle, max-abs (golden)", format!("{:.2e}", f.f32_vs_candle_max_abs)),
         ("held-out loss f32 / int8 (nats/char)", format!("{:.4} / {:.4}", f.loss_f32, f.loss_int8)),
-        ("int8 vs f32 next-token agreement", format!("{:.2}% over {} positions", 100.0 * f.top1_agreement, f.heldout_positions)),
+        (
+            "int8 vs f32 next-token agreement",
+            format!("{:.2}% over {} positions", 100.0 * f.top1_agreement, f.heldout_positions),
+        ),
         ("decode_step vs forward, f32 max-abs", format!("{:.1e}", f.decode_vs_forward_f32)),
-        ("decode_step vs forward, int8", if f.decode_vs_forward_int8 == 0.0 { "bit-exact".into() } else { format!("{:.1e}", f.decode_vs_forward_int8) }),
+        (
+            "decode_step vs forward, int8",
+            if f.decode_vs_forward_int8 == 0.0 {
+                "bit-exact".into()
+            } else {
+                format!("{:.1e}", f.decode_vs_forward_int8)
+            },
+        ),
         ("arena / lower bound (forward, f32 / int8)", format!("{:.3} / {:.3}", f.plan_ratio_f32, f.plan_ratio_int8)),
         ("params", f.params.to_string()),
     ];
@@ -109,7 +119,19 @@ pub fn table(rows: &[(&str, &GptFigures)]) -> String {
     let _ = writeln!(
         s,
         "{:<7} {:>8} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>10} {:>9} {:>9} {:>7} {:>8}",
-        "family", "params", "flash f32", "flash i8", "arena i8", "lower bnd", "state", "MACs/tok", "vs tract", "loss f32", "loss i8", "top-1", "decode"
+        "family",
+        "params",
+        "flash f32",
+        "flash i8",
+        "arena i8",
+        "lower bnd",
+        "state",
+        "MACs/tok",
+        "vs tract",
+        "loss f32",
+        "loss i8",
+        "top-1",
+        "decode"
     );
     for (name, f) in rows {
         let _ = writeln!(
@@ -143,7 +165,10 @@ fn report(models: &Path) -> Result<()> {
         eprintln!("converting and running {} ...", dir.display());
         let f = family::evaluate_gpt(&dir)?;
         if !f.committed_int8_up_to_date {
-            eprintln!("note: {} differs from a fresh conversion (re-run `mote zoo train {fam}` or convert it again)", dir.join("model.int8.mote").display());
+            eprintln!(
+                "note: {} differs from a fresh conversion (re-run `mote zoo train {fam}` or convert it again)",
+                dir.join("model.int8.mote").display()
+            );
         }
         figures.push((fam, f));
     }
