@@ -74,3 +74,19 @@ fn int8_runs_and_stays_close_to_f32() {
     println!("int8 vs f32: {cmp:?}");
     assert!(cmp.cosine > 0.95, "{cmp:?}");
 }
+
+#[test]
+fn f16_weights_halve_the_file_and_stay_close_to_tract() {
+    let dir = scratch("untrained-f16");
+    let onnx = untrained_gpt(&dir, 6);
+    let c16 = convert::convert(&onnx, &options(QuantMode::F16)).unwrap();
+    let c32 = convert::convert(&onnx, &options(QuantMode::F32)).unwrap();
+    println!("f32 weights {} B, f16 weights {} B", c32.inspection.weight_bytes, c16.inspection.weight_bytes);
+    assert!(c16.inspection.weight_bytes * 10 < c32.inspection.weight_bytes * 6);
+    let x = tokens(3);
+    let want = verify::tract_reference(&onnx, std::slice::from_ref(&x)).unwrap();
+    let got = host::run(&c16.bytes, "forward", std::slice::from_ref(&x)).unwrap();
+    let cmp = verify::compare(&got[0].to_f32(), &want[0].to_f32()).unwrap();
+    println!("f16 vs tract: {cmp:?}");
+    assert!(cmp.cosine > 0.9999 && cmp.max_rel < 1e-2, "{cmp:?}");
+}
