@@ -110,7 +110,7 @@ pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
         .graph
         .as_ref()
         .map(|g| {
-            g.initializer.iter().filter(|t| t.dims.len() >= 1).map(|t| t.dims.iter().product::<i64>() as usize).sum()
+            g.initializer.iter().filter(|t| !t.dims.is_empty()).map(|t| t.dims.iter().product::<i64>() as usize).sum()
         })
         .unwrap_or(0);
 

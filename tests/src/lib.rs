@@ -33,3 +33,13 @@ pub fn untrained_gpt(dir: &Path, seed: u64) -> PathBuf {
     std::fs::write(&path, gpt.export_onnx(vocab).expect("export")).expect("write onnx");
     path
 }
+
+/// Conversion options for the untrained GPT: `seq` bounded, 2 random calibration inputs.
+pub fn gpt_options(quant: mote_converters::emit::dtypes::QuantMode, seq: usize) -> mote_converters::convert::Options {
+    mote_converters::convert::Options {
+        quant,
+        bounds: [("seq".to_string(), seq)].into_iter().collect(),
+        calibration: Some(mote_converters::convert::Calibration::Random(2)),
+        decode: true,
+    }
+}

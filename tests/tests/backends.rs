@@ -1,10 +1,10 @@
 //! The same `Backend` calls drive the native `.mote` session and tract on the ONNX model.
 
 use mote::backend::{Backend, EntryRunner, TractBackend};
-use mote_converters::convert::{self, Options};
+use mote_converters::convert;
 use mote_converters::emit::dtypes::QuantMode;
 use mote_converters::host;
-use mote_tests::{scratch, untrained_gpt};
+use mote_tests::{gpt_options, scratch, untrained_gpt};
 
 /// Application code written once against the trait.
 fn next_token_logits(b: &mut impl Backend, tokens: &[i32], out: &mut [f32]) -> mote::Result<()> {
@@ -16,13 +16,7 @@ fn next_token_logits(b: &mut impl Backend, tokens: &[i32], out: &mut [f32]) -> m
 #[test]
 fn native_and_tract_backends_agree() {
     let onnx = untrained_gpt(&scratch("backends"), 11);
-    let opts = Options {
-        quant: QuantMode::F32,
-        bounds: [("seq".to_string(), 16)].into_iter().collect(),
-        calibration: None,
-        decode: false,
-    };
-    let bytes = convert::convert(&onnx, &opts).unwrap().bytes;
+    let bytes = convert::convert(&onnx, &gpt_options(QuantMode::F32, 16)).unwrap().bytes;
     let tokens: Vec<i32> = (0..16).map(|i| (i * 7 % 25) as i32).collect();
 
     let model = mote::Model::parse(&bytes).unwrap();

@@ -3,22 +3,16 @@
 
 use mote::format::reseal;
 use mote::Error;
-use mote_converters::convert::{self, Calibration, Options};
+use mote_converters::convert;
 use mote_converters::emit::dtypes::QuantMode;
 use mote_converters::host;
-use mote_tests::{scratch, untrained_gpt};
+use mote_tests::{gpt_options, scratch, untrained_gpt};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 fn model_bytes() -> Vec<u8> {
     let dir = scratch("mutations");
     let onnx = untrained_gpt(&dir, 5);
-    let opts = Options {
-        quant: QuantMode::Int8,
-        bounds: [("seq".to_string(), 16)].into_iter().collect(),
-        calibration: Some(Calibration::Random(2)),
-        decode: true,
-    };
-    convert::convert(&onnx, &opts).unwrap().bytes
+    convert::convert(&onnx, &gpt_options(QuantMode::Int8, 16)).unwrap().bytes
 }
 
 /// Parses and, if that succeeds, runs every entry once; returns whether it parsed.

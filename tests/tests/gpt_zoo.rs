@@ -15,7 +15,12 @@ fn committed_gpt_meets_the_acceptance_figures() {
     assert!((f.loss_int8 - f.loss_f32).abs() <= 0.02 * f.loss_f32, "loss f32 {} int8 {}", f.loss_f32, f.loss_int8);
     assert!(f.decode_vs_forward_f32 <= 1e-5, "f32 decode drift {}", f.decode_vs_forward_f32);
     assert_eq!(f.decode_vs_forward_int8, 0.0, "int8 decode must be bit-exact");
-    assert!(f.plan_ratio_f32 <= 1.10 && f.plan_ratio_int8 <= 1.10, "plan ratios {} {}", f.plan_ratio_f32, f.plan_ratio_int8);
+    assert!(
+        f.plan_ratio_f32 <= 1.10 && f.plan_ratio_int8 <= 1.10,
+        "plan ratios {} {}",
+        f.plan_ratio_f32,
+        f.plan_ratio_int8
+    );
     assert!(f.committed_int8_up_to_date, "models/gpt/model.int8.mote is stale: re-run `mote zoo train gpt`");
     assert!(f.flash_int8 <= 1 << 20 && f.arena_int8 + f.state_int8 <= 256 * 1024, "fits the default MCU budget");
 }

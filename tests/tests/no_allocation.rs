@@ -2,9 +2,9 @@
 //! session, forward pass and KV-cached generation all happen with allocation forbidden.
 
 use mote::generate::{Generator, Sampler};
-use mote_converters::convert::{self, Calibration, Options};
+use mote_converters::convert;
 use mote_converters::emit::dtypes::QuantMode;
-use mote_tests::{scratch, untrained_gpt};
+use mote_tests::{gpt_options, scratch, untrained_gpt};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -33,13 +33,7 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn inference_and_generation_never_allocate() {
     let onnx = untrained_gpt(&scratch("noalloc"), 9);
-    let opts = Options {
-        quant: QuantMode::Int8,
-        bounds: [("seq".to_string(), 16)].into_iter().collect(),
-        calibration: Some(Calibration::Random(2)),
-        decode: true,
-    };
-    let bytes = convert::convert(&onnx, &opts).unwrap().bytes;
+    let bytes = convert::convert(&onnx, &gpt_options(QuantMode::Int8, 16)).unwrap().bytes;
     let mut arena = [0u8; 32 * 1024];
     let mut state = [0u8; 8 * 1024];
     let mut logits = [0f32; 16 * 25];

@@ -1,18 +1,13 @@
 //! End to end on a randomly initialised GPT: ONNX → .mote → host runtime, against tract.
 
 use mote_converters::array::Array;
-use mote_converters::convert::{self, Calibration, Options};
+use mote_converters::convert;
 use mote_converters::emit::dtypes::QuantMode;
 use mote_converters::{host, verify};
-use mote_tests::{scratch, untrained_gpt};
+use mote_tests::{gpt_options, scratch, untrained_gpt};
 
-fn options(quant: QuantMode) -> Options {
-    Options {
-        quant,
-        bounds: [("seq".to_string(), 16)].into_iter().collect(),
-        calibration: Some(Calibration::Random(4)),
-        decode: true,
-    }
+fn options(quant: QuantMode) -> mote_converters::convert::Options {
+    gpt_options(quant, 16)
 }
 
 fn tokens(seed: u64) -> Array {

@@ -55,6 +55,19 @@ fn per_channel(g: &mut Graph, t: TId, width: usize) -> Option<TId> {
     }
 }
 
+/// If node `from`'s output feeds only `op(output, per-channel constant)`, returns the
+/// constant (expanded to `[width]`) and that node.
+fn absorb(g: &mut Graph, from: usize, op: BinaryOp, width: usize) -> Option<(TId, usize)> {
+    let out = g.nodes[from].output;
+    let [c] = g.consumers(out)[..] else { return None };
+    let (a, b) = binary(g, c, op)?;
+    let w = if a == out { b } else { a };
+    if !g.single_use(out) {
+        return None;
+    }
+    Some((per_channel(g, w, width)?, c))
+}
+
 fn match_ln(g: &mut Graph, div: usize) -> Option<LnMatch> {
     let (centered, denom) = binary(g, div, BinaryOp::Div)?;
     let sub = g.producer(centered)?;
@@ -78,34 +91,9 @@ fn match_ln(g: &mut Graph, div: usize) -> Option<LnMatch> {
         return None;
     }
     let width = *g.tensors[x].shape.last()?;
-    let mut last = div;
-    let mut gamma = None;
-    let mut beta = None;
-    let out = g.nodes[div].output;
-    if let [c] = g.consumers(out)[..] {
-        if let Some((a, b)) = binary(g, c, BinaryOp::Mul) {
-            let w = if a == out { b } else { a };
-            if g.single_use(out) {
-                if let Some(w) = per_channel(g, w, width) {
-                    gamma = Some(w);
-                    last = c;
-                }
-            }
-        }
-    }
-    if gamma.is_some() {
-        let out = g.nodes[last].output;
-        if let [c] = g.consumers(out)[..] {
-            if let Some((a, b)) = binary(g, c, BinaryOp::Add) {
-                let w = if a == out { b } else { a };
-                if g.single_use(out) {
-                    if let Some(w) = per_channel(g, w, width) {
-                        beta = Some(w);
-                        last = c;
-                    }
-                }
-            }
-        }
-    }
+    let gamma = absorb(g, div, BinaryOp::Mul, width);
+    let beta = gamma.and_then(|(_, mul)| absorb(g, mul, BinaryOp::Add, width));
+    let last = beta.or(gamma).map_or(div, |(_, node)| node);
+    let (gamma, beta) = (gamma.map(|(t, _)| t), beta.map(|(t, _)| t));
     Some(LnMatch { x, eps, gamma, beta, last })
 }
