@@ -97,6 +97,20 @@ pub fn decode_vs_forward(bytes: &[u8], tokens: &[i64]) -> Result<f32> {
     Ok(worst)
 }
 
+/// Real-valued weights stored in a model (constants folded away by conversion, such as a
+/// causal mask, do not count).
+fn stored_params(bytes: &[u8]) -> Result<usize> {
+    let m = mote::Model::parse(bytes)?;
+    let mut n = 0;
+    for i in 0..m.tensor_count() as u32 {
+        let t = m.tensor(mote::TensorId(i))?;
+        if t.storage == mote::format::Storage::Weights && t.desc.dtype != mote::DType::I32 {
+            n += t.desc.shape.numel();
+        }
+    }
+    Ok(n)
+}
+
 /// Prompts the card and report generate from.
 pub const PROMPTS: [&str; 3] = ["the cat ", "two dogs that ", "23+19="];
 
@@ -105,14 +119,7 @@ pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
     let onnx = dir.join("model.onnx");
     let f32m = convert::convert(&onnx, &gpt_options(dir, QuantMode::F32)?)?;
     let i8m = convert::convert(&onnx, &gpt_options(dir, QuantMode::Int8)?)?;
-    let params = OnnxModel::load(&onnx)?
-        .proto
-        .graph
-        .as_ref()
-        .map(|g| {
-            g.initializer.iter().filter(|t| !t.dims.is_empty()).map(|t| t.dims.iter().product::<i64>() as usize).sum()
-        })
-        .unwrap_or(0);
+    let params = stored_params(&f32m.bytes)?;
 
     let (mut vs_tract, mut vs_candle) = (0f32, 0f32);
     let mut first_golden = None;
@@ -139,8 +146,9 @@ pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
     let committed = std::fs::read(dir.join("model.int8.mote")).unwrap_or_default();
     let mut samples = Vec::new();
     for p in PROMPTS {
-        let text = complete(&i8m.bytes, p, 24, &mut Sampler::greedy(), |_| {})?;
-        samples.push((p.to_string(), text));
+        // Like training, a prompt starts a new line; the sample ends at the next one.
+        let text = complete(&i8m.bytes, &format!("\n{p}"), 48, &mut Sampler::greedy(), |_| {})?;
+        samples.push((p.to_string(), text.split('\n').next().unwrap_or("").to_string()));
     }
     let forward_plan = |c: &convert::Converted| {
         c.plans

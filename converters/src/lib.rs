@@ -7,6 +7,7 @@ pub mod convert;
 pub mod emit;
 pub mod eval;
 pub mod family;
+pub mod flash;
 pub mod host;
 pub mod import;
 pub mod ir;

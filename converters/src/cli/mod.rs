@@ -58,6 +58,8 @@ enum Command {
     },
     /// Generate text with a language model's decode_step entry and its KV cache.
     Generate(generate::GenerateArgs),
+    /// Build the firmware with a model for a board, run it (QEMU boards) and report sizes and counts.
+    Flash(crate::flash::FlashArgs),
     /// Train, export and report the model zoo.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -71,6 +73,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run { model, inputs, output, entry } => commands::run(&model, &inputs, &output, &entry),
         Command::Verify { onnx, model, inputs, samples } => commands::verify(&onnx, &model, &inputs, samples),
         Command::Generate(a) => generate::generate(a),
+        Command::Flash(a) => crate::flash::run_cli(a),
         Command::Zoo(z) => zoo::run(z),
     }
 }

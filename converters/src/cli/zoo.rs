@@ -14,6 +14,15 @@ use std::path::{Path, PathBuf};
 pub enum ZooCommand {
     /// Train a family on its procedural data, export ONNX, convert to int8 and write its card.
     Train(TrainArgs),
+    /// Re-convert a family's committed ONNX model and rewrite its int8 file and card
+    /// (after a converter change; no retraining).
+    Refresh {
+        /// Family to refresh (available: gpt).
+        family: String,
+        /// Family folder (default: models/<family>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Convert the committed zoo models, run them, and print the report table.
     Report {
         /// Folder holding one sub-folder per family.
@@ -44,14 +53,28 @@ pub const FAMILIES: [&str; 1] = ["gpt"];
 pub fn run(c: ZooCommand) -> Result<()> {
     match c {
         ZooCommand::Train(a) => train(a),
+        ZooCommand::Refresh { family, dir } => {
+            check_family(&family)?;
+            let dir = dir.unwrap_or_else(|| PathBuf::from("models").join(&family));
+            let path = dir.join("train_report.json");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let report: zoo::GptReport =
+                serde_json::from_str(&text).with_context(|| format!("{} is not a training report", path.display()))?;
+            publish(&dir, &report)
+        }
         ZooCommand::Report { models } => report(&models),
     }
 }
 
-fn train(a: TrainArgs) -> Result<()> {
-    if a.family != "gpt" {
-        bail!("unknown family '{}' (available: {})", a.family, FAMILIES.join(", "));
+fn check_family(family: &str) -> Result<()> {
+    if !FAMILIES.contains(&family) {
+        bail!("unknown family '{family}' (available: {})", FAMILIES.join(", "));
     }
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    check_family(&a.family)?;
     let out = a.out.unwrap_or_else(|| PathBuf::from("models").join(&a.family));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut opts = GptTrainOptions::default();
@@ -64,12 +87,17 @@ fn train(a: TrainArgs) -> Result<()> {
     let report = zoo::train_gpt(&out, &opts)?;
     std::fs::write(out.join("train_report.json"), serde_json::to_string_pretty(&report)?)?;
     println!("trained: held-out loss {:.3} nats/char (unigram {:.3})", report.heldout_loss, report.unigram_loss);
-    let converted = crate::convert::convert(&out.join("model.onnx"), &family::gpt_options(&out, QuantMode::Int8)?)?;
-    std::fs::write(out.join("model.int8.mote"), &converted.bytes)?;
-    let figures = family::evaluate_gpt(&out)?;
-    zoo::write_gpt_card(&out, &report, &card_section(&figures))?;
+    publish(&out, &report)
+}
+
+/// Converts the family's ONNX model to int8, measures it on the runtime, writes the card.
+fn publish(dir: &Path, report: &zoo::GptReport) -> Result<()> {
+    let converted = crate::convert::convert(&dir.join("model.onnx"), &family::gpt_options(dir, QuantMode::Int8)?)?;
+    std::fs::write(dir.join("model.int8.mote"), &converted.bytes)?;
+    let figures = family::evaluate_gpt(dir)?;
+    zoo::write_gpt_card(dir, report, &card_section(&figures))?;
     print!("{}", table(&[("gpt", &figures)]));
-    println!("wrote {}", out.display());
+    println!("wrote {}", dir.display());
     Ok(())
 }
 

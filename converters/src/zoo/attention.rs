@@ -73,7 +73,7 @@ impl CausalSelfAttention {
         std: f64,
         out_std: f64,
     ) -> Result<Self> {
-        ensure!(d_model % n_heads == 0, "d_model must divide into heads");
+        ensure!(n_heads > 0 && d_model.is_multiple_of(n_heads), "d_model must divide into heads");
         let mask = Tensor::from_vec(causal_mask_data(max_seq), (max_seq, max_seq), p.device())?;
         Ok(Self {
             name: name.to_string(),

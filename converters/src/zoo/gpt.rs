@@ -24,14 +24,14 @@ pub use train::{train_gpt, GptReport, GptTrainOptions, Sample};
 
 use anyhow::{ensure, Result};
 use candle_core::{Tensor, Var};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::attention::{export_seq_len, Block, BlockDims};
 use super::layers::{export_tensor, Embedding, LayerNorm, Linear, Params, ZooLayer};
 use super::onnx_builder::{attr_int, DataType, Dim, GraphBuilder};
 
 /// Architecture hyper-parameters.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct GptConfig {
     /// Vocabulary size.
     pub vocab: usize,

@@ -266,7 +266,7 @@ impl ZooLayer for Gelu {
     /// `Div(x, √2) → Erf → Add 1 → Mul(x, ·) → Mul(·, 0.5)`.
     fn export(&self, g: &mut GraphBuilder, input: &str) -> Result<String> {
         g.push_scope("gelu");
-        let sqrt2 = g.const_f32_scalar(1.414_213_5);
+        let sqrt2 = g.const_f32_scalar(std::f32::consts::SQRT_2); // 1.4142135
         let one = g.const_f32_scalar(1.0);
         let half = g.const_f32_scalar(0.5);
         let t = g.op("Div", &[input, &sqrt2], vec![]);

@@ -33,7 +33,7 @@ impl SplitMix64 {
 
     /// A uniform integer in `0..n` (`n > 0`), by multiply-shift.
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// A uniform f64 in `[0, 1)`.

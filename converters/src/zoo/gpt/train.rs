@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Gpt, GptConfig};
 use crate::zoo::corpus::{self, Vocab, SEPARATOR};
@@ -25,7 +25,7 @@ use crate::zoo::rng::SplitMix64;
 use crate::zoo::tract_run::run_tract_i64;
 
 /// Training budget and settings. `Default` is the real zoo budget.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GptTrainOptions {
     /// Optimiser steps.
     pub steps: usize,
@@ -52,8 +52,8 @@ pub struct GptTrainOptions {
 impl Default for GptTrainOptions {
     fn default() -> Self {
         Self {
-            steps: 2000,
-            batch_size: 32,
+            steps: 1500,
+            batch_size: 16,
             lr: 3e-3,
             warmup: 100,
             weight_decay: 0.1,
@@ -67,7 +67,7 @@ impl Default for GptTrainOptions {
 }
 
 /// A generation from a fixed prompt.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sample {
     /// The prompt (fed after a line separator).
     pub prompt: String,
@@ -76,7 +76,7 @@ pub struct Sample {
 }
 
 /// What training measured; serialisable for the CLI and the model card.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GptReport {
     /// Always `"gpt"`.
     pub family: String,

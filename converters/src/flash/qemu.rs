@@ -1,0 +1,123 @@
+//! Running a firmware image in QEMU with a timeout and reading its `MOTE ...` lines.
+
+use super::board::{self, Board};
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the firmware reported.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceRun {
+    /// Outputs of `forward`, as f32 values (bit patterns preserved).
+    pub outputs: Vec<Vec<f32>>,
+    /// SysTick ticks of one `forward` run, if it ran.
+    pub forward_ticks: Option<u64>,
+    /// Ticks of an empty measurement (already small; subtract it from each figure).
+    pub overhead_ticks: u64,
+    /// Number of prompt tokens fed before generation.
+    pub prompt_len: usize,
+    /// Generated tokens with the ticks since the previous one (the first: since the start,
+    /// prompt included).
+    pub tokens: Vec<(i32, u64)>,
+    /// Stack high-water mark in bytes.
+    pub stack_bytes: u64,
+    /// Every line the firmware printed.
+    pub log: String,
+}
+
+/// The QEMU command line for `board`.
+pub fn command(board: &Board, elf: &Path, icount_shift: u32) -> Result<Command> {
+    let mut c = Command::new("qemu-system-arm");
+    c.args(["-machine", board::text(board, "qemu_machine")?, "-cpu", board::text(board, "qemu_cpu")?])
+        .args(["-nographic", "-monitor", "none", "-serial", "none"])
+        .args(["-semihosting-config", "enable=on,target=native,chardev=sh0", "-chardev", "stdio,id=sh0,mux=off"])
+        .args(["-icount", &format!("shift={icount_shift}")])
+        .arg("-kernel")
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Ok(c)
+}
+
+/// Runs `elf` on the QEMU `board`; a run longer than `timeout` is killed and reported.
+pub fn run(board: &Board, elf: &Path, icount_shift: u32, timeout: Duration) -> Result<DeviceRun> {
+    let mut child = command(board, elf, icount_shift)?.spawn().context("cannot start qemu-system-arm")?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let mut stderr = child.stderr.take().context("no stderr")?;
+    let out_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let partial = String::from_utf8_lossy(&out_thread.join().unwrap_or_default()).to_string();
+            let last: Vec<&str> = partial.lines().rev().take(5).collect();
+            bail!(
+                "QEMU timed out after {:.0} s on board '{}' (the firmware hung or the model is too slow; raise --timeout). Last lines: {:?}",
+                timeout.as_secs_f64(),
+                board.name,
+                last
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = String::from_utf8_lossy(&out_thread.join().unwrap_or_default()).to_string();
+    let err = String::from_utf8_lossy(&err_thread.join().unwrap_or_default()).to_string();
+    let run = parse(&out)?;
+    if let Some(e) = out.lines().find_map(|l| l.strip_prefix("MOTE error ")) {
+        bail!("the firmware reported an error on board '{}': {e}", board.name);
+    }
+    if !out.lines().any(|l| l == "MOTE end 0") || !status.success() {
+        bail!("the firmware did not finish cleanly on board '{}' ({status}):\n{}{}", board.name, out, err);
+    }
+    Ok(run)
+}
+
+/// Parses the firmware's `MOTE ...` lines.
+pub fn parse(text: &str) -> Result<DeviceRun> {
+    let mut r = DeviceRun { log: text.to_string(), ..Default::default() };
+    let num = |s: Option<&str>| -> Result<u64> {
+        s.ok_or_else(|| anyhow!("short line"))?.parse().map_err(|e| anyhow!("{e}"))
+    };
+    for line in text.lines() {
+        let mut w = line.split_whitespace();
+        if w.next() != Some("MOTE") {
+            continue;
+        }
+        match (w.next(), w.next()) {
+            (Some("ticks"), Some("overhead")) => r.overhead_ticks = num(w.next())?,
+            (Some("ticks"), Some("forward")) => r.forward_ticks = Some(num(w.next())?),
+            (Some("prompt"), n) => r.prompt_len = num(n)? as usize,
+            (Some("token"), Some(t)) => r.tokens.push((t.parse()?, num(w.next())?)),
+            (Some("stack"), n) => r.stack_bytes = num(n)?,
+            (Some("out"), Some(_k)) => {
+                let n = num(w.next())? as usize;
+                let hex = w.next().unwrap_or("");
+                if hex.len() != 8 * n {
+                    bail!("output line holds {} hex digits for {n} values", hex.len());
+                }
+                let v = (0..n)
+                    .map(|i| u32::from_str_radix(&hex[8 * i..8 * i + 8], 16).map(f32::from_bits))
+                    .collect::<std::result::Result<Vec<f32>, _>>()?;
+                r.outputs.push(v);
+            }
+            _ => {}
+        }
+    }
+    Ok(r)
+}

@@ -1,0 +1,231 @@
+//! mote firmware: runs the `.mote` model embedded at build time (see `build.rs`) from
+//! flash, with a static arena and state sized from the model header and no heap.
+//!
+//! On QEMU boards (feature `semihosting`) it prints one `MOTE ...` line per fact over
+//! semihosting and exits with the run's status; `mote flash` parses these lines:
+//! - `MOTE out K N HEX`: output `K` of `forward` as N little-endian f32 bit patterns;
+//! - `MOTE ticks forward T` / `MOTE ticks overhead T`: SysTick ticks of one inference and
+//!   of an empty measurement (instructions = ticks x clock period / icount period);
+//! - `MOTE token ID T`: a generated token and the ticks since the previous one;
+//! - `MOTE stack B`: stack high-water mark in bytes; `MOTE end 0` or `MOTE error ...`.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, Ordering};
+use cortex_m::peripheral::{syst::SystClkSource, SYST};
+use cortex_m_rt::{entry, exception};
+use mote::generate::{Generator, Sampler};
+use mote::{DType, Model, Session};
+
+/// 16-byte alignment for the embedded model and the arena.
+#[repr(C, align(16))]
+pub struct Aligned<T: ?Sized>(pub T);
+
+mod model {
+    use super::Aligned;
+    include!(concat!(env!("OUT_DIR"), "/model.rs"));
+}
+
+mod out;
+
+#[no_mangle]
+static mut MOTE_ARENA: Aligned<[u8; model::ARENA_BYTES]> = Aligned([0; model::ARENA_BYTES]);
+#[no_mangle]
+static mut MOTE_STATE: Aligned<[u8; model::STATE_BYTES]> = Aligned([0; model::STATE_BYTES]);
+
+/// Generated tokens logged (with their tick stamps) before being printed.
+const MAX_TOKENS: usize = if model::MAX_NEW < 512 { model::MAX_NEW } else { 512 };
+const RELOAD: u32 = 0x00FF_FFFF;
+static WRAPS: AtomicU32 = AtomicU32::new(0);
+
+#[exception]
+fn SysTick() {
+    WRAPS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Ticks since SysTick started (24-bit counter extended by the wrap count).
+fn ticks() -> u64 {
+    loop {
+        let w = WRAPS.load(Ordering::Relaxed);
+        let cur = SYST::get_current();
+        if WRAPS.load(Ordering::Relaxed) == w {
+            return w as u64 * (RELOAD as u64 + 1) + (RELOAD - cur) as u64;
+        }
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    let mut cp = cortex_m::Peripherals::take().unwrap();
+    stack::paint();
+    cp.SYST.set_clock_source(SystClkSource::Core);
+    cp.SYST.set_reload(RELOAD);
+    cp.SYST.clear_current();
+    cp.SYST.enable_interrupt();
+    cp.SYST.enable_counter();
+    let status = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            out::line(format_args!("MOTE error {e}"));
+            1
+        }
+    };
+    out::line(format_args!("MOTE stack {}", stack::high_water()));
+    out::line(format_args!("MOTE end {status}"));
+    out::exit(status)
+}
+
+fn run() -> mote::Result<()> {
+    // SAFETY: `main` runs once and nothing else (no interrupt) touches the arena or state,
+    // so these are the only references to them.
+    let (arena, state): (&mut [u8], &mut [u8]) =
+        unsafe { (&mut (*core::ptr::addr_of_mut!(MOTE_ARENA)).0, &mut (*core::ptr::addr_of_mut!(MOTE_STATE)).0) };
+    let bytes: &'static [u8] = &model::MOTE_MODEL.0;
+    let model = Model::parse(bytes)?;
+    out::line(format_args!(
+        "MOTE model board={} file={} arena={} state={}",
+        model::BOARD,
+        bytes.len(),
+        model.arena_bytes(),
+        model.state_bytes()
+    ));
+    let mut session = Session::new(&model, arena, state)?;
+    let t0 = ticks();
+    let t1 = ticks();
+    out::line(format_args!("MOTE ticks overhead {}", t1 - t0));
+
+    if model::HAS_INPUT {
+        let entry = model.entry_by_name("forward")?;
+        let info = model.entry(entry)?;
+        let mut blob: &[u8] = &model::MOTE_INPUT.0;
+        for k in 0..info.n_inputs as usize {
+            let t = model.tensor(model.entry_input(entry, k)?)?;
+            let n = t.desc.shape.numel();
+            let (mine, rest) = blob.split_at_checked(4 * n).ok_or(mote::Error::SizeMismatch)?;
+            blob = rest;
+            set_input(&mut session, entry, k, t.desc.dtype, mine)?;
+        }
+        let start = ticks();
+        session.run(entry)?;
+        let end = ticks();
+        out::line(format_args!("MOTE ticks forward {}", end - start));
+        for k in 0..info.n_outputs as usize {
+            let v = session.output(entry, k)?;
+            let n = v.desc.shape.numel();
+            out::floats(k, n, (0..n).map(|i| v.get(i).to_bits()));
+        }
+    }
+
+    if !model::PROMPT.is_empty() {
+        session.reset();
+        let mut sampler = if model::TEMPERATURE == 0.0 {
+            Sampler::greedy()
+        } else {
+            Sampler::top_k(model::TEMPERATURE, model::TOP_K, model::SEED)?
+        };
+        let mut generator = Generator::new(&mut session)?;
+        let mut log = [(0i32, 0u64); MAX_TOKENS];
+        let mut n = 0;
+        let start = ticks();
+        generator.generate(model::PROMPT, model::MAX_NEW.min(MAX_TOKENS), &mut sampler, |t| {
+            log[n] = (t, ticks());
+            n += 1;
+            true
+        })?;
+        let mut prev = start;
+        out::line(format_args!("MOTE prompt {}", model::PROMPT.len()));
+        for &(t, at) in &log[..n] {
+            out::line(format_args!("MOTE token {t} {}", at - prev));
+            prev = at;
+        }
+    }
+    Ok(())
+}
+
+fn set_input(
+    session: &mut Session<'_, '_>,
+    entry: mote::EntryId,
+    k: usize,
+    dtype: DType,
+    raw: &[u8],
+) -> mote::Result<()> {
+    let n = raw.len() / 4;
+    if n > MAX_INPUT {
+        return Err(mote::Error::SizeMismatch);
+    }
+    if dtype == DType::I32 {
+        set_input_i32(session, entry, k, raw)
+    } else {
+        set_input_f32(session, entry, k, raw)
+    }
+}
+
+/// The most elements one input has (converted through a stack buffer of this size).
+const MAX_INPUT: usize = model::MAX_INPUT;
+
+fn word(raw: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([raw[4 * i], raw[4 * i + 1], raw[4 * i + 2], raw[4 * i + 3]])
+}
+
+#[inline(never)]
+fn set_input_i32(session: &mut Session<'_, '_>, entry: mote::EntryId, k: usize, raw: &[u8]) -> mote::Result<()> {
+    let n = raw.len() / 4;
+    let mut buf = [0i32; MAX_INPUT];
+    for (i, b) in buf[..n].iter_mut().enumerate() {
+        *b = word(raw, i) as i32;
+    }
+    session.set_input_i32(entry, k, &buf[..n])
+}
+
+#[inline(never)]
+fn set_input_f32(session: &mut Session<'_, '_>, entry: mote::EntryId, k: usize, raw: &[u8]) -> mote::Result<()> {
+    let n = raw.len() / 4;
+    let mut buf = [0f32; MAX_INPUT];
+    for (i, b) in buf[..n].iter_mut().enumerate() {
+        *b = f32::from_bits(word(raw, i));
+    }
+    session.set_input_f32(entry, k, &buf[..n])
+}
+
+mod stack {
+    //! Stack high-water mark: paint the free stack with a pattern, later find the lowest
+    //! word that changed.
+    const PAINT: u32 = 0xC0FF_EE55;
+    extern "C" {
+        static mut __sheap: u32;
+        static mut _stack_start: u32;
+    }
+
+    fn bottom() -> *mut u32 {
+        core::ptr::addr_of_mut!(__sheap)
+    }
+
+    fn top() -> usize {
+        core::ptr::addr_of_mut!(_stack_start) as usize
+    }
+
+    /// Paints from the end of `.bss` up to 256 bytes below the current stack pointer.
+    pub fn paint() {
+        let sp = cortex_m::register::msp::read() as usize - 256;
+        let mut p = bottom();
+        while (p as usize) < sp {
+            // SAFETY: [__sheap, sp - 256) is free RAM between .bss/.uninit and the stack.
+            unsafe {
+                p.write_volatile(PAINT);
+                p = p.add(1);
+            }
+        }
+    }
+
+    /// Bytes of stack ever used since [`paint`].
+    pub fn high_water() -> usize {
+        let mut p = bottom();
+        // SAFETY: reads stay within [__sheap, _stack_start), RAM owned by this program.
+        unsafe {
+            while (p as usize) < top() && p.read_volatile() == PAINT {
+                p = p.add(1);
+            }
+        }
+        top() - p as usize
+    }
+}
