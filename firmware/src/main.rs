@@ -6,6 +6,7 @@
 //! - `MOTE out K N HEX`: output `K` of `forward` as N little-endian f32 bit patterns;
 //! - `MOTE ticks forward T` / `MOTE ticks overhead T`: SysTick ticks of one inference and
 //!   of an empty measurement (instructions = ticks x clock period / icount period);
+//! - `MOTE ticks parse T`: ticks of `Model::parse` (validation and CRC of the whole file);
 //! - `MOTE token ID T`: a generated token and the ticks since the previous one;
 //! - `MOTE stack B`: stack high-water mark in bytes; `MOTE end 0` or `MOTE error ...`.
 #![no_std]
@@ -43,13 +44,17 @@ fn SysTick() {
     WRAPS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Ticks since SysTick started (24-bit counter extended by the wrap count).
+/// Ticks since SysTick started (24-bit counter extended by the wrap count). A wrap whose
+/// exception is still pending counts too, so the value never goes backwards.
 fn ticks() -> u64 {
     loop {
         let w = WRAPS.load(Ordering::Relaxed);
         let cur = SYST::get_current();
+        let pending = cortex_m::peripheral::SCB::is_pendst_pending();
         if WRAPS.load(Ordering::Relaxed) == w {
-            return w as u64 * (RELOAD as u64 + 1) + (RELOAD - cur) as u64;
+            // Pending with a high count: the counter reloaded after a wrap not yet counted.
+            let extra = u64::from(pending && cur > RELOAD / 2);
+            return (w as u64 + extra) * (RELOAD as u64 + 1) + (RELOAD - cur) as u64;
         }
     }
 }
@@ -81,7 +86,10 @@ fn run() -> mote::Result<()> {
     let (arena, state): (&mut [u8], &mut [u8]) =
         unsafe { (&mut (*core::ptr::addr_of_mut!(MOTE_ARENA)).0, &mut (*core::ptr::addr_of_mut!(MOTE_STATE)).0) };
     let bytes: &'static [u8] = &model::MOTE_MODEL.0;
+    let t_parse = ticks();
     let model = Model::parse(bytes)?;
+    let parse_ticks = ticks() - t_parse;
+    out::line(format_args!("MOTE ticks parse {parse_ticks}"));
     out::line(format_args!(
         "MOTE model board={} file={} arena={} state={}",
         model::BOARD,

@@ -87,6 +87,16 @@ fn int8_gpt_on_cortex_m4_is_bit_exact_with_the_host() {
 }
 
 #[test]
+fn int8_gpt_on_cortex_m55_is_bit_exact_with_the_host() {
+    if !toolchain(true) {
+        return;
+    }
+    let o = flash::flash(&Request::new("mps3-an547", &test_model())).unwrap();
+    summary(&o);
+    assert_matches_host(&o, true);
+}
+
+#[test]
 fn committed_zoo_models_on_cortex_m4_match_the_host() {
     let models: Vec<PathBuf> = std::fs::read_dir(repo_root().join("models"))
         .into_iter()
@@ -170,4 +180,15 @@ fn a_model_too_big_for_the_board_is_refused_with_the_per_layer_report() {
     println!("{err}");
     assert!(err.contains("refusing to flash") && err.contains("flash budget exceeded"), "{err}");
     assert!(err.contains("Largest weight users"), "{err}");
+}
+
+#[test]
+fn a_qemu_run_past_its_timeout_is_reported_as_a_timeout() {
+    if !toolchain(true) {
+        return;
+    }
+    let mut req = Request::new("mps2-an386", &test_model());
+    req.timeout = std::time::Duration::from_millis(1);
+    let err = format!("{:#}", flash::flash(&req).unwrap_err());
+    assert!(err.contains("QEMU timed out"), "{err}");
 }

@@ -25,6 +25,11 @@ pub struct ImageSizes {
     pub arena: u64,
     /// The static state (`MOTE_STATE`).
     pub state: u64,
+    /// `.text` of functions from the runtime and its math/format crates (`mote`, `libm`,
+    /// `half`, `crc32fast`).
+    pub text_runtime: u64,
+    /// `.text` of the firmware harness and board support (`mote_firmware`, `cortex_m*`).
+    pub text_firmware: u64,
 }
 
 impl ImageSizes {
@@ -98,12 +103,23 @@ pub fn sizes(path: &Path) -> Result<ImageSizes> {
         ..Default::default()
     };
     const SYMTAB: u32 = 2;
+    let text_index = sections.iter().position(|s| s.name == ".text");
     if let Some(symtab) = sections.iter().find(|s| s.kind == SYMTAB) {
         let strtab = sections.get(symtab.link).context("bad symbol string table")?;
         for k in 0..symtab.size / 16 {
             let e = symtab.offset + 16 * k;
             let name = cstr(&b, strtab.offset + u32_at(&b, e)? as usize);
             let size = u32_at(&b, e + 8)? as u64;
+            let is_func = b.get(e + 12).is_some_and(|i| i & 0xF == 2);
+            if is_func && Some(u16_at(&b, e + 14)? as usize) == text_index {
+                match crate_of(name) {
+                    Some("mote" | "libm" | "half" | "crc32fast") => out.text_runtime += size,
+                    Some("mote_firmware" | "cortex_m" | "cortex_m_rt" | "cortex_m_semihosting") => {
+                        out.text_firmware += size
+                    }
+                    _ => {}
+                }
+            }
             match name {
                 "MOTE_MODEL" => out.model = size,
                 "MOTE_ARENA" => out.arena = size,
@@ -113,4 +129,23 @@ pub fn sizes(path: &Path) -> Result<ImageSizes> {
         }
     }
     Ok(out)
+}
+
+/// The first crate named in a v0- or legacy-mangled Rust symbol (`_RNv...Cs..._4mote...`,
+/// `_ZN4mote...`), or `None` for other symbols.
+pub fn crate_of(symbol: &str) -> Option<&str> {
+    let rest = if let Some(r) = symbol.strip_prefix("_R") {
+        // v0: the crate root is `C`, an optional `s<base62>_` disambiguator, then `<len><ident>`.
+        let c = r.find('C')?;
+        let mut t = &r[c + 1..];
+        if let Some(d) = t.strip_prefix('s') {
+            t = &d[d.find('_')? + 1..];
+        }
+        t
+    } else {
+        symbol.strip_prefix("_ZN")?
+    };
+    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+    let len: usize = rest[..digits].parse().ok()?;
+    rest.get(digits..digits + len)
 }

@@ -302,6 +302,13 @@ fn say_image(i: &ImageSizes, say: &mut dyn FnMut(&str)) {
         b(i.data)
     ));
     say(&format!(
+        "      .text {} = runtime {} (mote, libm, half, crc32fast) + firmware/board {} + core/compiler-builtins {}",
+        b(i.text),
+        b(i.text_runtime),
+        b(i.text_firmware),
+        b(i.text.saturating_sub(i.text_runtime + i.text_firmware))
+    ));
+    say(&format!(
         "RAM   {} static = .data {} + .bss {} (arena {}, state {}, other {}) + .uninit {}",
         b(i.ram()),
         b(i.data),
@@ -336,6 +343,12 @@ fn say_results(model: &Model<'_>, o: &Outcome, say: &mut dyn FnMut(&str)) {
                 .fold(0f32, f32::max);
             say(&format!("outputs: DIFFER from the host runtime (max abs diff {worst:e})"));
         }
+    }
+    if let Some(t) = d.parse_ticks {
+        say(&format!(
+            "instructions to parse and validate the model (CRC included): {:.0}",
+            t.saturating_sub(d.overhead_ticks) as f64 * o.instructions_per_tick
+        ));
     }
     if let Some(n) = o.forward_instructions() {
         say(&format!(

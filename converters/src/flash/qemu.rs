@@ -14,6 +14,8 @@ pub struct DeviceRun {
     pub outputs: Vec<Vec<f32>>,
     /// SysTick ticks of one `forward` run, if it ran.
     pub forward_ticks: Option<u64>,
+    /// SysTick ticks of `Model::parse` (validation, CRC) on the device.
+    pub parse_ticks: Option<u64>,
     /// Ticks of an empty measurement (already small; subtract it from each figure).
     pub overhead_ticks: u64,
     /// Number of prompt tokens fed before generation.
@@ -102,6 +104,7 @@ pub fn parse(text: &str) -> Result<DeviceRun> {
         match (w.next(), w.next()) {
             (Some("ticks"), Some("overhead")) => r.overhead_ticks = num(w.next())?,
             (Some("ticks"), Some("forward")) => r.forward_ticks = Some(num(w.next())?),
+            (Some("ticks"), Some("parse")) => r.parse_ticks = Some(num(w.next())?),
             (Some("prompt"), n) => r.prompt_len = num(n)? as usize,
             (Some("token"), Some(t)) => r.tokens.push((t.parse()?, num(w.next())?)),
             (Some("stack"), n) => r.stack_bytes = num(n)?,

@@ -14,7 +14,6 @@ pub mod attention;
 pub mod corpus;
 pub mod gpt;
 pub mod layers;
-pub mod npy;
 pub mod onnx_builder;
 pub mod rng;
 pub mod tract_run;

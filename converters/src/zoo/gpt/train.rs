@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::{Gpt, GptConfig};
 use crate::zoo::corpus::{self, Vocab, SEPARATOR};
 use crate::zoo::layers::tensor_data;
-use crate::zoo::npy;
+use crate::array::Array;
 use crate::zoo::rng::SplitMix64;
 use crate::zoo::tract_run::run_tract_i64;
 
@@ -355,22 +355,21 @@ fn write_artefacts(
         let input = to_i64(&w[..s]);
         let t = Tensor::from_vec(input.clone(), (1, s), &Device::Cpu)?;
         let logits = tensor_data(&gpt.logits(&t)?)?;
-        npy::write_i64(&out.join(format!("golden/input_{i}.npy")), &[1, s as u64], &input)?;
-        let shape = [1, s as u64, v as u64];
-        npy::write_f32(&out.join(format!("golden/output_{i}.npy")), &shape, &logits)?;
+        Array::i64(vec![1, s], input.clone()).write_npy(&out.join(format!("golden/input_{i}.npy")))?;
+        Array::f32(vec![1, s, v], logits.clone()).write_npy(&out.join(format!("golden/output_{i}.npy")))?;
         let (_, got) = run_tract_i64(onnx, &input, &[1, s])?;
         for (a, b) in logits.iter().zip(&got) {
             max_diff = max_diff.max((a - b).abs());
         }
     }
     let rows: Vec<i64> = eval.iter().take(20).flat_map(|w| to_i64(w)).collect();
-    let n_rows = (rows.len() / (s + 1)) as u64;
-    npy::write_i64(&out.join("heldout.npy"), &[n_rows, s as u64 + 1], &rows)?;
+    let n_rows = rows.len() / (s + 1);
+    Array::i64(vec![n_rows, s + 1], rows).write_npy(&out.join("heldout.npy"))?;
     let mut rng = SplitMix64::new(opts.seed ^ 0xca11b);
     for i in 0..8 {
         let o = rng.below(train.len() - s);
         let calib = to_i64(&train[o..o + s]);
-        npy::write_i64(&out.join(format!("calib/input_{i}.npy")), &[1, s as u64], &calib)?;
+        Array::i64(vec![1, s], calib).write_npy(&out.join(format!("calib/input_{i}.npy")))?;
     }
     Ok(max_diff)
 }
