@@ -68,6 +68,8 @@ fn main() -> ! {
     cp.SYST.clear_current();
     cp.SYST.enable_interrupt();
     cp.SYST.enable_counter();
+    // The counter reads 0 until its first reload; measure only after it.
+    while SYST::get_current() == 0 {}
     let status = match run() {
         Ok(()) => 0,
         Err(e) => {

@@ -71,6 +71,7 @@ fn assert_matches_host(o: &Outcome, int8: bool) {
         assert_eq!(o.tokens_match(), Some(true), "device tokens {:?} vs host {:?}", d.tokens, o.host_tokens);
     }
     assert!(o.forward_instructions().unwrap() > 1000.0);
+    assert!(d.parse_ticks.unwrap() < d.forward_ticks.unwrap(), "parsing costs less than an inference");
 }
 
 #[test]

@@ -85,3 +85,11 @@ fn f16_weights_halve_the_file_and_stay_close_to_tract() {
     println!("f16 vs tract: {cmp:?}");
     assert!(cmp.cosine > 0.9999 && cmp.max_rel < 1e-2, "{cmp:?}");
 }
+
+#[test]
+fn conversion_is_reproducible_byte_for_byte() {
+    let onnx = untrained_gpt(&scratch("reproducible"), 8);
+    let a = convert::convert(&onnx, &options(QuantMode::Int8)).unwrap().bytes;
+    let b = convert::convert(&onnx, &options(QuantMode::Int8)).unwrap().bytes;
+    assert!(a == b, "two conversions of one model differ");
+}

@@ -135,7 +135,9 @@ pub fn emit(
         let (offsets, p) = plan_entry(&g, &st)?;
         arena = arena.max(p.arena);
         let mut ids: HashMap<TId, TensorId> = HashMap::new();
-        for (&t, &off) in &offsets {
+        let mut placed: Vec<(TId, usize)> = offsets.into_iter().collect();
+        placed.sort_unstable(); // tensor records in graph order, so the file is reproducible
+        for (t, off) in placed {
             let s = st[&t];
             let desc = Desc { dtype: s.dtype, shape: shape_of(&g.tensors[t])?, quant: s.quant };
             ids.insert(

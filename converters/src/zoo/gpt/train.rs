@@ -18,9 +18,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::{Gpt, GptConfig};
+use crate::array::Array;
 use crate::zoo::corpus::{self, Vocab, SEPARATOR};
 use crate::zoo::layers::tensor_data;
-use crate::array::Array;
 use crate::zoo::rng::SplitMix64;
 use crate::zoo::tract_run::run_tract_i64;
 
