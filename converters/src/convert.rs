@@ -36,6 +36,7 @@ pub struct Options {
 }
 
 /// A finished conversion.
+#[derive(Debug)]
 pub struct Converted {
     /// The `.mote` bytes.
     pub bytes: Vec<u8>,

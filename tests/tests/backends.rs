@@ -17,7 +17,7 @@ fn next_token_logits(b: &mut impl Backend, tokens: &[i32], out: &mut [f32]) -> m
 fn native_and_tract_backends_agree() {
     let onnx = untrained_gpt(&scratch("backends"), 11);
     let bytes = convert::convert(&onnx, &gpt_options(QuantMode::F32, 16)).unwrap().bytes;
-    let tokens: Vec<i32> = (0..16).map(|i| (i * 7 % 25) as i32).collect();
+    let tokens: Vec<i32> = (0..16i32).map(|i| i * 7 % 25).collect();
 
     let model = mote::Model::parse(&bytes).unwrap();
     let mut mem = host::Memory::for_model(&model);

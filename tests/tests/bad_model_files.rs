@@ -43,7 +43,7 @@ fn random_mutations_never_panic() {
             _ => {
                 for _ in 0..1 + rng.next_u32() % 4 {
                     // Bias half of the flips towards the header and tables, where validation lives.
-                    let span = if rng.next_u32() % 2 == 0 { 2048.min(bytes.len()) } else { bytes.len() };
+                    let span = if rng.next_u32().is_multiple_of(2) { 2048.min(bytes.len()) } else { bytes.len() };
                     let i = rng.next_u32() as usize % span;
                     bytes[i] ^= 1 << (rng.next_u32() % 8);
                 }

@@ -22,7 +22,7 @@ fn unsupported_op_names_the_op_and_the_node() {
     g.output(&y, DataType::Float, &[Dim::Fixed(1), Dim::Fixed(4)]);
     let path = scratch("unsupported").join("hardmax.onnx");
     std::fs::write(&path, g.finish()).unwrap();
-    let err = format!("{:#}", convert::convert(&path, &opts(&[])).err().expect("must fail"));
+    let err = format!("{:#}", convert::convert(&path, &opts(&[])).expect_err("must fail"));
     println!("{err}");
     assert!(err.contains("unsupported op 'Hardmax'"), "{err}");
     assert!(err.contains("node 'Hardmax"), "{err}");
@@ -31,7 +31,7 @@ fn unsupported_op_names_the_op_and_the_node() {
 #[test]
 fn unbounded_dim_says_which_flag_to_pass() {
     let onnx = untrained_gpt(&scratch("unbounded"), 1);
-    let err = format!("{:#}", convert::convert(&onnx, &opts(&[])).err().expect("must fail"));
+    let err = format!("{:#}", convert::convert(&onnx, &opts(&[])).expect_err("must fail"));
     println!("{err}");
     assert!(err.contains("--dim seq="), "{err}");
 }
@@ -41,7 +41,7 @@ fn int8_without_calibration_says_how_to_calibrate() {
     let onnx = untrained_gpt(&scratch("nocalib"), 1);
     let mut o = opts(&[("seq", 8)]);
     o.quant = QuantMode::Int8;
-    let err = format!("{:#}", convert::convert(&onnx, &o).err().expect("must fail"));
+    let err = format!("{:#}", convert::convert(&onnx, &o).expect_err("must fail"));
     assert!(err.contains("--calib"), "{err}");
 }
 
@@ -49,7 +49,7 @@ fn int8_without_calibration_says_how_to_calibrate() {
 fn budgets_fail_with_a_per_layer_explanation() {
     let onnx = untrained_gpt(&scratch("budget"), 1);
     let c = convert::convert(&onnx, &opts(&[("seq", 16)])).unwrap();
-    let err = format!("{:#}", convert::check_budgets(&c.inspection, Some(1024), Some(4096)).err().expect("must fail"));
+    let err = format!("{:#}", convert::check_budgets(&c.inspection, Some(1024), Some(4096)).expect_err("must fail"));
     println!("{err}");
     assert!(err.contains("RAM budget exceeded") && err.contains("flash budget exceeded"), "{err}");
     assert!(err.contains("MatMul"), "names the layers: {err}");
