@@ -50,12 +50,18 @@ pub(crate) fn run(has_bias: bool, inputs: &[Src<'_>], out: &mut Out<'_>) -> Resu
     let rows = prod(&dims[..dims.len().saturating_sub(1)]);
     let k = a.desc.shape.last();
     let n = w.desc.shape.dim(0);
+    let f32_operands = a.desc.dtype == DType::F32 && w.desc.dtype == DType::F32;
     for r in 0..rows {
         for c in 0..n {
-            let mut acc = 0.0f32;
-            for i in 0..k {
-                acc += a.get(r * k + i) * w.get(c * k + i);
-            }
+            let mut acc = if f32_operands {
+                dot_f32_le(&a.bytes[4 * r * k..4 * (r + 1) * k], &w.bytes[4 * c * k..4 * (c + 1) * k])
+            } else {
+                let mut acc = 0.0f32;
+                for i in 0..k {
+                    acc += a.get(r * k + i) * w.get(c * k + i);
+                }
+                acc
+            };
             if let Some(b) = bias {
                 acc += b.get(c);
             }
@@ -63,6 +69,13 @@ pub(crate) fn run(has_bias: bool, inputs: &[Src<'_>], out: &mut Out<'_>) -> Resu
         }
     }
     Ok(())
+}
+
+/// Dot product of two little-endian f32 byte rows, accumulated in index order (the same
+/// order as the generic path, so results are identical).
+fn dot_f32_le(a: &[u8], b: &[u8]) -> f32 {
+    let f = |c: &[u8]| f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    a.chunks_exact(4).zip(b.chunks_exact(4)).fold(0.0f32, |acc, (x, y)| acc + f(x) * f(y))
 }
 
 /// `rows · N · K` for `MatMul`.
