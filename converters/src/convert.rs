@@ -208,58 +208,47 @@ pub fn parse_size(s: &str) -> Result<usize> {
     Ok((v * mul) as usize)
 }
 
+/// The 8 ops with the largest `key`, one line each, flagging those above `limit` alone.
+fn largest(r: &Inspection, key: impl Fn(&report::OpRow) -> usize, limit: usize) -> String {
+    let mut rows: Vec<_> = r.ops.iter().filter(|o| key(o) > 0).collect();
+    rows.sort_by_key(|o| std::cmp::Reverse(key(o)));
+    rows.iter()
+        .take(8)
+        .map(|o| {
+            let flag = if key(o) > limit { "  <- alone exceeds the budget" } else { "" };
+            format!(
+                "  [{}] #{:<4} {:<11} {:<32} {:>10}{flag}\n",
+                o.entry,
+                o.index,
+                o.op,
+                o.output,
+                report::bytes(key(o))
+            )
+        })
+        .collect()
+}
+
 /// Checks the model against RAM and flash budgets, explaining per layer what does not fit.
 pub fn check_budgets(r: &Inspection, ram: Option<usize>, flash: Option<usize>) -> Result<()> {
     let mut problems = Vec::new();
-    if let Some(ram) = ram {
-        let need = r.arena_bytes + r.state_bytes;
-        if need > ram {
-            let mut s = format!(
-                "RAM budget exceeded: arena {} + state {} = {} > budget {}.\nLargest live sets (op, output, live arena):\n",
-                report::bytes(r.arena_bytes),
-                report::bytes(r.state_bytes),
-                report::bytes(need),
-                report::bytes(ram)
-            );
-            let mut rows: Vec<_> = r.ops.iter().collect();
-            rows.sort_by_key(|o| std::cmp::Reverse(o.arena_live));
-            for o in rows.iter().take(8) {
-                s += &format!(
-                    "  [{}] #{:<4} {:<11} {:<32} {:>10}{}\n",
-                    o.entry,
-                    o.index,
-                    o.op,
-                    o.output,
-                    report::bytes(o.arena_live),
-                    if o.arena_live > ram { "  <- alone exceeds the budget" } else { "" }
-                );
-            }
-            problems.push(s);
-        }
+    if let Some(ram) = ram.filter(|&ram| r.arena_bytes + r.state_bytes > ram) {
+        problems.push(format!(
+            "RAM budget exceeded: arena {} + state {} = {} > budget {}.\nLargest live sets (op, output, live arena):\n{}",
+            report::bytes(r.arena_bytes),
+            report::bytes(r.state_bytes),
+            report::bytes(r.arena_bytes + r.state_bytes),
+            report::bytes(ram),
+            largest(r, |o| o.arena_live, ram)
+        ));
     }
-    if let Some(flash) = flash {
-        if r.file_bytes > flash {
-            let mut s = format!(
-                "flash budget exceeded: model file {} > budget {} (weights {}).\nLargest weight users (op, output, weight bytes):\n",
-                report::bytes(r.file_bytes),
-                report::bytes(flash),
-                report::bytes(r.weight_bytes)
-            );
-            let mut rows: Vec<_> = r.ops.iter().filter(|o| o.weight_bytes > 0).collect();
-            rows.sort_by_key(|o| std::cmp::Reverse(o.weight_bytes));
-            for o in rows.iter().take(8) {
-                s += &format!(
-                    "  [{}] #{:<4} {:<11} {:<32} {:>10}\n",
-                    o.entry,
-                    o.index,
-                    o.op,
-                    o.output,
-                    report::bytes(o.weight_bytes)
-                );
-            }
-            s += "Try --quant int8 (4x smaller weights than f32) or a smaller model.\n";
-            problems.push(s);
-        }
+    if let Some(flash) = flash.filter(|&flash| r.file_bytes > flash) {
+        problems.push(format!(
+            "flash budget exceeded: model file {} > budget {} (weights {}).\nLargest weight users (op, output, weight bytes):\n{}Try --quant int8 (4x smaller weights than f32) or a smaller model.\n",
+            report::bytes(r.file_bytes),
+            report::bytes(flash),
+            report::bytes(r.weight_bytes),
+            largest(r, |o| o.weight_bytes, flash)
+        ));
     }
     if problems.is_empty() {
         Ok(())
