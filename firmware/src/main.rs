@@ -90,7 +90,7 @@ fn run() -> mote::Result<()> {
     let bytes: &'static [u8] = &model::MOTE_MODEL.0;
     let t_parse = ticks();
     let model = Model::parse(bytes)?;
-    let parse_ticks = ticks() - t_parse;
+    let parse_ticks = ticks().saturating_sub(t_parse);
     out::line(format_args!("MOTE ticks parse {parse_ticks}"));
     out::line(format_args!(
         "MOTE model board={} file={} arena={} state={}",
@@ -102,7 +102,7 @@ fn run() -> mote::Result<()> {
     let mut session = Session::new(&model, arena, state)?;
     let t0 = ticks();
     let t1 = ticks();
-    out::line(format_args!("MOTE ticks overhead {}", t1 - t0));
+    out::line(format_args!("MOTE ticks overhead {}", t1.saturating_sub(t0)));
 
     if model::HAS_INPUT {
         let entry = model.entry_by_name("forward")?;
@@ -118,7 +118,7 @@ fn run() -> mote::Result<()> {
         let start = ticks();
         session.run(entry)?;
         let end = ticks();
-        out::line(format_args!("MOTE ticks forward {}", end - start));
+        out::line(format_args!("MOTE ticks forward {}", end.saturating_sub(start)));
         for k in 0..info.n_outputs as usize {
             let v = session.output(entry, k)?;
             let n = v.desc.shape.numel();
@@ -138,14 +138,20 @@ fn run() -> mote::Result<()> {
         let mut n = 0;
         let start = ticks();
         generator.generate(model::PROMPT, model::MAX_NEW.min(MAX_TOKENS), &mut sampler, |t| {
-            log[n] = (t, ticks());
-            n += 1;
-            true
+            let now = ticks();
+            match log.get_mut(n) {
+                Some(slot) => {
+                    *slot = (t, now);
+                    n += 1;
+                    true
+                }
+                None => false,
+            }
         })?;
         let mut prev = start;
         out::line(format_args!("MOTE prompt {}", model::PROMPT.len()));
-        for &(t, at) in &log[..n] {
-            out::line(format_args!("MOTE token {t} {}", at - prev));
+        for &(t, at) in log.iter().take(n) {
+            out::line(format_args!("MOTE token {t} {}", at.saturating_sub(prev)));
             prev = at;
         }
     }

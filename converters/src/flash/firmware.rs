@@ -65,6 +65,8 @@ pub struct Payload {
     pub temperature: f32,
     /// Sampler top-k.
     pub top_k: usize,
+    /// Optimise the firmware for speed (`opt-level=3`) instead of size (`opt-level="s"`).
+    pub speed: bool,
 }
 
 /// Serialises builds in this process: cargo's own lock covers the build, this one also
@@ -77,8 +79,12 @@ pub fn build(board: &Board, model: &Path, payload: &Payload) -> Result<PathBuf> 
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = firmware_dir();
     let target = board::text(board, "target")?;
-    let target_dir = dir.join("target").join(&board.name);
+    let opt = if payload.speed { "3" } else { "s" };
+    let target_dir = dir.join("target").join(format!("{}-O{opt}", board.name));
     std::fs::create_dir_all(&target_dir).with_context(|| format!("cannot create {}", target_dir.display()))?;
+    // Other processes may flash the same board: hold a file lock over build and copy.
+    let lock = std::fs::File::create(target_dir.join(".mote-flash.lock"))?;
+    lock.lock().context("cannot lock the firmware build directory")?;
     let model = std::fs::canonicalize(model).with_context(|| format!("cannot find {}", model.display()))?;
     let mut cmd = Command::new(CARGO);
     // Whatever cargo/rustc settings this process inherited (e.g. under `cargo test`)
@@ -103,6 +109,7 @@ pub fn build(board: &Board, model: &Path, payload: &Payload) -> Result<PathBuf> 
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", rustflags.trim())
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", opt)
         .env("MOTE_BOARD", &board.name)
         .env("MOTE_MODEL", &model)
         .args(["build", "--release", "--target", target]);
@@ -111,8 +118,12 @@ pub fn build(board: &Board, model: &Path, payload: &Payload) -> Result<PathBuf> 
     }
     match &payload.input {
         Some(blob) => {
-            let p = target_dir.join("mote-input.bin");
-            std::fs::write(&p, blob)?;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(blob, &mut h);
+            let p = target_dir.join(format!("mote-input-{:016x}.bin", std::hash::Hasher::finish(&h)));
+            if std::fs::read(&p).ok().as_ref() != Some(blob) {
+                std::fs::write(&p, blob)?;
+            }
             cmd.env("MOTE_INPUT", p);
         }
         None => {
@@ -140,5 +151,6 @@ pub fn build(board: &Board, model: &Path, payload: &Payload) -> Result<PathBuf> 
     let stem = model.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let copy = images.join(format!("{stem}-{:016x}.elf", std::hash::Hasher::finish(&h)));
     std::fs::copy(&elf, &copy).with_context(|| format!("cannot copy {}", elf.display()))?;
+    drop(lock);
     Ok(copy)
 }
