@@ -55,6 +55,8 @@ fn main() {
     );
     std::fs::write(out.join("memory.x"), memory).unwrap();
     println!("cargo:rustc-link-search={}", out.display());
+    // defmt's linker script (its interned format strings), next to cortex-m-rt's link.x.
+    println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
 
     // Model: validated and sized on the host, embedded 16-byte aligned in flash.
     let model_path = var("MOTE_MODEL").unwrap_or_else(|| {

@@ -1,9 +1,11 @@
 //! mote firmware: runs the `.mote` model embedded at build time (see `build.rs`) from
 //! flash, with a static arena and state sized from the model header and no heap.
 //!
-//! On QEMU boards (feature `semihosting`) it prints one `MOTE ...` line per fact over
-//! semihosting and exits with the run's status; `mote flash` parses these lines:
-//! - `MOTE out K N HEX`: output `K` of `forward` as N little-endian f32 bit patterns;
+//! It logs one `defmt` frame per fact (see `out.rs`): over semihosting on QEMU boards
+//! (feature `semihosting`), then exits with the run's status; over RTT on real boards
+//! (feature `rtt`). `mote flash` decodes the frames with the ELF's defmt table into lines:
+//! - `MOTE out K N OFF [B, ...]`: output `K` of `forward` (N values), the f32 bit patterns
+//!   of values `OFF..` as u32, in chunks;
 //! - `MOTE ticks forward T` / `MOTE ticks overhead T`: SysTick ticks of one inference and
 //!   of an empty measurement (instructions = ticks x clock period / icount period);
 //! - `MOTE ticks parse T`: ticks of `Model::parse` (validation and CRC of the whole file);
@@ -13,6 +15,7 @@
 #![no_main]
 
 use core::sync::atomic::{AtomicU32, Ordering};
+use cortex_m as _; // critical-section implementation for the defmt transports
 use cortex_m::peripheral::{syst::SystClkSource, SYST};
 use cortex_m_rt::{entry, exception};
 use mote::generate::{Generator, Sampler};
@@ -73,12 +76,12 @@ fn main() -> ! {
     let status = match run() {
         Ok(()) => 0,
         Err(e) => {
-            out::line(format_args!("MOTE error {e}"));
+            defmt::println!("MOTE error {}", defmt::Display2Format(&e));
             1
         }
     };
-    out::line(format_args!("MOTE stack {}", stack::high_water()));
-    out::line(format_args!("MOTE end {status}"));
+    defmt::println!("MOTE stack {=usize}", stack::high_water());
+    defmt::println!("MOTE end {=i32}", status);
     out::exit(status)
 }
 
@@ -91,18 +94,18 @@ fn run() -> mote::Result<()> {
     let t_parse = ticks();
     let model = Model::parse(bytes)?;
     let parse_ticks = ticks().saturating_sub(t_parse);
-    out::line(format_args!("MOTE ticks parse {parse_ticks}"));
-    out::line(format_args!(
-        "MOTE model board={} file={} arena={} state={}",
+    defmt::println!("MOTE ticks parse {=u64}", parse_ticks);
+    defmt::println!(
+        "MOTE model board={=str} file={=usize} arena={=usize} state={=usize}",
         model::BOARD,
         bytes.len(),
         model.arena_bytes(),
         model.state_bytes()
-    ));
+    );
     let mut session = Session::new(&model, arena, state)?;
     let t0 = ticks();
     let t1 = ticks();
-    out::line(format_args!("MOTE ticks overhead {}", t1.saturating_sub(t0)));
+    defmt::println!("MOTE ticks overhead {=u64}", t1.saturating_sub(t0));
 
     if model::HAS_INPUT {
         let entry = model.entry_by_name("forward")?;
@@ -118,7 +121,7 @@ fn run() -> mote::Result<()> {
         let start = ticks();
         session.run(entry)?;
         let end = ticks();
-        out::line(format_args!("MOTE ticks forward {}", end.saturating_sub(start)));
+        defmt::println!("MOTE ticks forward {=u64}", end.saturating_sub(start));
         for k in 0..info.n_outputs as usize {
             let v = session.output(entry, k)?;
             let n = v.desc.shape.numel();
@@ -149,9 +152,9 @@ fn run() -> mote::Result<()> {
             }
         })?;
         let mut prev = start;
-        out::line(format_args!("MOTE prompt {}", model::PROMPT.len()));
+        defmt::println!("MOTE prompt {=usize}", model::PROMPT.len());
         for &(t, at) in log.iter().take(n) {
-            out::line(format_args!("MOTE token {t} {}", at.saturating_sub(prev)));
+            defmt::println!("MOTE token {=i32} {=u64}", t, at.saturating_sub(prev));
             prev = at;
         }
     }

@@ -1,6 +1,8 @@
 //! Firmware in QEMU against the host runtime: `mote flash` builds the firmware with a model,
 //! runs it on the Cortex-M4 board (mps2-an386), and its outputs and generated tokens must
-//! equal the host runtime's bit for bit (int8). Real boards build and report budgets only.
+//! equal the host runtime's bit for bit (int8). The firmware logs through defmt over
+//! semihosting; `mote flash` decodes the frames with `defmt-decoder` and the ELF. Real boards
+//! build (with defmt-rtt) and report budgets only.
 //!
 //! These tests need the embedded toolchain (`.ci/setup-toolchain.sh`, which `.ci/run` calls);
 //! without it they print why and skip.
@@ -70,6 +72,8 @@ fn assert_matches_host(o: &Outcome, int8: bool) {
         assert!(!d.tokens.is_empty(), "the device generated tokens");
         assert_eq!(o.tokens_match(), Some(true), "device tokens {:?} vs host {:?}", d.tokens, o.host_tokens);
     }
+    assert!(d.log.lines().any(|l| l == "MOTE end 0"), "decoded defmt log:\n{}", d.log);
+    assert!(d.stack_bytes > 0, "the stack high-water mark came through");
     assert!(o.forward_instructions().unwrap() > 1000.0);
     assert!(d.parse_ticks.unwrap() < d.forward_ticks.unwrap(), "parsing costs less than an inference");
 }

@@ -28,7 +28,8 @@ pub struct ImageSizes {
     /// `.text` of functions from the runtime and its math/format crates (`mote`, `libm`,
     /// `half`, `crc32fast`).
     pub text_runtime: u64,
-    /// `.text` of the firmware harness and board support (`mote_firmware`, `cortex_m*`).
+    /// `.text` of the firmware harness, board support and logging (`mote_firmware`,
+    /// `cortex_m*`, `*semihosting`, `defmt*`).
     pub text_firmware: u64,
 }
 
@@ -114,9 +115,16 @@ pub fn sizes(path: &Path) -> Result<ImageSizes> {
             if is_func && Some(u16_at(&b, e + 14)? as usize) == text_index {
                 match crate_of(name) {
                     Some("mote" | "libm" | "half" | "crc32fast") => out.text_runtime += size,
-                    Some("mote_firmware" | "cortex_m" | "cortex_m_rt" | "cortex_m_semihosting") => {
-                        out.text_firmware += size
-                    }
+                    Some(
+                        "mote_firmware"
+                        | "cortex_m"
+                        | "cortex_m_rt"
+                        | "cortex_m_semihosting"
+                        | "semihosting"
+                        | "defmt"
+                        | "defmt_semihosting"
+                        | "defmt_rtt",
+                    ) => out.text_firmware += size,
                     _ => {}
                 }
             }

@@ -114,7 +114,8 @@ pub fn build(board: &Board, model: &Path, payload: &Payload) -> Result<PathBuf> 
         .env("MOTE_MODEL", &model)
         .args(["build", "--release", "--target", target]);
     if !board.is_qemu() {
-        cmd.arg("--no-default-features");
+        // Real boards log over defmt-rtt (a probe reads it) instead of semihosting.
+        cmd.args(["--no-default-features", "--features", "rtt"]);
     }
     match &payload.input {
         Some(blob) => {

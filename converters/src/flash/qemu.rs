@@ -1,4 +1,5 @@
-//! Running a firmware image in QEMU with a timeout and reading its `MOTE ...` lines.
+//! Running a firmware image in QEMU with a timeout and reading what it logs: `defmt` frames
+//! over semihosting, decoded with the table in the image's ELF into `MOTE ...` lines.
 
 use super::board::{self, Board};
 use anyhow::{anyhow, bail, Context, Result};
@@ -25,7 +26,7 @@ pub struct DeviceRun {
     pub tokens: Vec<(i32, u64)>,
     /// Stack high-water mark in bytes.
     pub stack_bytes: u64,
-    /// Every line the firmware printed.
+    /// Every line the firmware logged (its defmt frames, decoded).
     pub log: String,
 }
 
@@ -67,7 +68,7 @@ pub fn run(board: &Board, elf: &Path, icount_shift: u32, timeout: Duration) -> R
         if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            let partial = String::from_utf8_lossy(&out_thread.join().unwrap_or_default()).to_string();
+            let partial = decode_lossy(elf, &out_thread.join().unwrap_or_default());
             let last: Vec<&str> = partial.lines().rev().take(5).collect();
             bail!(
                 "QEMU timed out after {:.0} s on board '{}' (the firmware hung or the model is too slow; raise --timeout). Last lines: {:?}",
@@ -78,8 +79,10 @@ pub fn run(board: &Board, elf: &Path, icount_shift: u32, timeout: Duration) -> R
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let out = String::from_utf8_lossy(&out_thread.join().unwrap_or_default()).to_string();
+    let raw = out_thread.join().unwrap_or_default();
     let err = String::from_utf8_lossy(&err_thread.join().unwrap_or_default()).to_string();
+    let out = decode(elf, &raw)
+        .with_context(|| format!("cannot decode the firmware's defmt log on board '{}'", board.name))?;
     let run = parse(&out)?;
     if let Some(e) = out.lines().find_map(|l| l.strip_prefix("MOTE error ")) {
         bail!("the firmware reported an error on board '{}': {e}", board.name);
@@ -90,9 +93,40 @@ pub fn run(board: &Board, elf: &Path, icount_shift: u32, timeout: Duration) -> R
     Ok(run)
 }
 
-/// Parses the firmware's `MOTE ...` lines.
+/// The defmt frames in `bytes`, decoded with the table of `elf`, one message per line.
+pub fn decode(elf: &Path, bytes: &[u8]) -> Result<String> {
+    let image = std::fs::read(elf).with_context(|| format!("cannot read {}", elf.display()))?;
+    let table = defmt_decoder::Table::parse(&image)
+        .with_context(|| format!("{}: bad defmt table", elf.display()))?
+        .ok_or_else(|| anyhow!("{} has no defmt table (not built with defmt?)", elf.display()))?;
+    let mut decoder = table.new_stream_decoder();
+    decoder.received(bytes);
+    let mut text = String::new();
+    loop {
+        match decoder.decode() {
+            Ok(frame) => {
+                text.push_str(&frame.display_message().to_string());
+                text.push('\n');
+            }
+            Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
+            Err(defmt_decoder::DecodeError::Malformed) => {
+                bail!("malformed defmt frame after {} decoded lines:\n{text}", text.lines().count())
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// [`decode`] for diagnostics: what could be decoded, else the reason.
+fn decode_lossy(elf: &Path, bytes: &[u8]) -> String {
+    decode(elf, bytes).unwrap_or_else(|e| format!("{e:#}"))
+}
+
+/// Parses the firmware's `MOTE ...` lines (decoded defmt frames).
 pub fn parse(text: &str) -> Result<DeviceRun> {
     let mut r = DeviceRun { log: text.to_string(), ..Default::default() };
+    // Declared length of each output; its values arrive in chunks.
+    let mut lengths: Vec<usize> = Vec::new();
     let num = |s: Option<&str>| -> Result<u64> {
         s.ok_or_else(|| anyhow!("short line"))?.parse().map_err(|e| anyhow!("{e}"))
     };
@@ -108,18 +142,34 @@ pub fn parse(text: &str) -> Result<DeviceRun> {
             (Some("prompt"), n) => r.prompt_len = num(n)? as usize,
             (Some("token"), Some(t)) => r.tokens.push((t.parse()?, num(w.next())?)),
             (Some("stack"), n) => r.stack_bytes = num(n)?,
-            (Some("out"), Some(_k)) => {
+            (Some("out"), Some(k)) => {
+                // `MOTE out K N OFF [B, ...]`: f32 bit patterns of values OFF.. of output K.
+                let k: usize = k.parse()?;
                 let n = num(w.next())? as usize;
-                let hex = w.next().unwrap_or("");
-                if hex.len() != 8 * n {
-                    bail!("output line holds {} hex digits for {n} values", hex.len());
+                let off = num(w.next())? as usize;
+                let list = line
+                    .split_once('[')
+                    .and_then(|(_, rest)| rest.strip_suffix(']'))
+                    .ok_or_else(|| anyhow!("output line without a value list: {line}"))?;
+                if r.outputs.len() <= k {
+                    r.outputs.resize(k + 1, Vec::new());
+                    lengths.resize(k + 1, 0);
                 }
-                let v = (0..n)
-                    .map(|i| u32::from_str_radix(&hex[8 * i..8 * i + 8], 16).map(f32::from_bits))
-                    .collect::<std::result::Result<Vec<f32>, _>>()?;
-                r.outputs.push(v);
+                lengths[k] = n;
+                let v = &mut r.outputs[k];
+                if v.len() != off {
+                    bail!("output {k}: values at {off} follow {} values", v.len());
+                }
+                for b in list.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+                    v.push(f32::from_bits(b.parse::<u32>().map_err(|e| anyhow!("output {k}: '{b}': {e}"))?));
+                }
             }
             _ => {}
+        }
+    }
+    for (k, (v, &n)) in r.outputs.iter().zip(&lengths).enumerate() {
+        if v.len() != n {
+            bail!("output {k}: the firmware logged {} of its {n} values", v.len());
         }
     }
     Ok(r)
