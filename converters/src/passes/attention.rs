@@ -13,7 +13,7 @@
 
 use super::rt;
 use crate::ir::{Graph, IrOp, TId};
-use mote::ops::{Attention, BinaryOp, MaskMode};
+use mote::ops::{Attention, BinaryOp, MaskMode, PositionBias};
 use mote::Op;
 
 const HEADS_FIRST: [u8; 4] = [0, 2, 1, 3];
@@ -134,7 +134,9 @@ fn match_at(g: &Graph, softmax: usize) -> Option<Found> {
     {
         return None;
     }
-    let attention = Attention { heads: heads as u16, head_dim: head_dim as u16, mask, scale, cache: None };
+    let (heads, head_dim) = (heads as u16, head_dim as u16);
+    let attention =
+        Attention { heads, head_dim, mask, key_mask: false, bias: PositionBias::None, scale, cache: None };
     Some(Found { q, k, v, attention, last: merge })
 }
 

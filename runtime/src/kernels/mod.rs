@@ -32,16 +32,19 @@ mod gather;
 mod layout;
 mod matmul;
 mod matmul_s8;
+mod moe;
 mod norm;
 mod positions;
 mod shape;
 mod softmax;
+mod state;
 #[cfg(test)]
 mod tests;
 
 pub use activation::{binary_f32, unary_f32};
 pub use attention::BLOCK as ATTENTION_BLOCK;
 pub use matmul_s8::mat_mult_nt_t_s8;
+pub use moe::{MAX_EXPERTS, MAX_HIDDEN as MAX_EXPERT_HIDDEN};
 
 use crate::error::{Error, Result};
 use crate::ops::{Op, MAX_INPUTS};
@@ -95,6 +98,9 @@ pub fn check(op: &Op, inputs: &[Desc], output: &Desc, state_bytes: usize) -> Res
         Op::Slice { starts, steps } => layout::check_slice(&starts, &steps, inputs, output),
         Op::Attention(a) => attention::check(&a, inputs, output, state_bytes),
         Op::Positions { .. } => positions::check(inputs, output),
+        Op::LoadState { offset } => state::check_load(offset, inputs, output, state_bytes),
+        Op::StoreState { offset } => state::check_store(offset, inputs, output, state_bytes),
+        Op::Moe { .. } => moe::check(inputs, output),
     }
 }
 
@@ -138,13 +144,16 @@ pub fn execute(op: &Op, inputs: &[Src<'_>], out: &mut Out<'_>, ctx: &mut Context
         Op::Slice { starts, steps } => layout::run_slice(&starts, &steps, inputs, out),
         Op::Attention(a) => attention::run(&a, inputs, out, ctx),
         Op::Positions { start, step } => positions::run(start, step, out, ctx),
+        Op::LoadState { offset } => state::run_load(offset, out, ctx),
+        Op::StoreState { offset } => state::run_store(offset, inputs, out, ctx),
+        Op::Moe { activation, capacity } => moe::run(activation, capacity, inputs, out),
     }
 }
 
 /// Multiply-accumulates `op` performs (for reports); never panics, saturates on overflow.
 ///
 /// `MatMul`/`BatchMatMul` count `batch·M·N·K`, `Attention` counts `2·B·H·Sq·Skv·Dh` (with a
-/// cache, `Skv` is its capacity), element-wise math, softmax and norms count one per output
+/// cache, `Skv` is its capacity), `Moe` counts the router plus one expert per token, element-wise math, softmax and norms count one per output
 /// element, and pure data movement counts zero.
 ///
 /// ```
@@ -162,10 +171,12 @@ pub fn macs(op: &Op, inputs: &[Desc], output: &Desc) -> u64 {
         Op::MatMul { .. } => matmul::macs(inputs, output),
         Op::BatchMatMul => matmul::macs_batch(inputs, output),
         Op::Attention(a) => attention::macs(&a, inputs),
+        Op::Moe { .. } => moe::macs(inputs, output),
         Op::Binary(_) | Op::Unary(_) | Op::Softmax { .. } => numel,
         Op::LayerNorm { .. } | Op::RmsNorm { .. } => numel,
         Op::Gather { .. } | Op::Reshape | Op::Transpose { .. } => 0,
         Op::Concat { .. } | Op::Slice { .. } | Op::Positions { .. } => 0,
+        Op::LoadState { .. } | Op::StoreState { .. } => 0,
     }
 }
 

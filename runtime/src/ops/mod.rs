@@ -65,15 +65,81 @@ pub enum UnaryOp {
     Identity = 12,
 }
 
-/// How attention masks keys.
+/// How attention masks keys (on top of an optional key-padding mask input).
+///
+/// A query row `s` sits at key position `qpos(s)`: `position + s` with a cache, otherwise
+/// `s + Skv - Sq` (queries aligned with the *last* `Sq` keys, so keys in front of them, such
+/// as Transformer-XL memory, are earlier positions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[repr(u8)]
 pub enum MaskMode {
-    /// Every query sees every key (subject to an optional padding mask input).
+    /// Every query sees every key (bidirectional, e.g. BERT, encoders, cross-attention).
     None = 0,
-    /// Query at absolute position `p` sees keys at positions `<= p`.
+    /// Query `s` sees keys `j <= qpos(s)` (GPT, decoders, Transformer-XL with memory).
     Causal = 1,
+    /// Prefix-LM (UniLM, T5 as a decoder-only model): keys `j < prefix[b]` are visible to every
+    /// query of batch `b`, the rest causally. The prefix lengths are an input `[B]`. With a
+    /// cache, the whole prefix must be in the first call (later calls only extend the causal
+    /// part).
+    Prefix = 2,
+}
+
+/// A position-dependent term added to attention scores, computed on the fly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PositionBias {
+    /// No positional term.
+    None,
+    /// T5's bucketed relative bias: `score += table[bucket(j - qpos(s)), h]` with the table an
+    /// input `[buckets, H]` and [`relative_bucket`] as the bucket function.
+    Buckets {
+        /// Number of buckets (T5 default 32).
+        buckets: u16,
+        /// Distance at which the logarithmic buckets saturate (T5 default 128).
+        max_distance: u16,
+        /// Whether keys after the query get their own buckets (encoders) or share bucket 0.
+        bidirectional: bool,
+    },
+    /// Transformer-XL relative attention: `score = scale·((q + u)·k_j + (q + v)·r[qpos(s) - j])`
+    /// with inputs `u [H*Dh]`, `v [H*Dh]` (the learned global biases) and the projected
+    /// relative encodings `r [R, H*Dh]` indexed by distance. Requires [`MaskMode::Causal`].
+    XlRelative,
+}
+
+/// T5's relative-position bucket of `relative = key position - query position`.
+///
+/// Exact buckets for small distances, logarithmically wider ones up to `max_distance`, as in
+/// the T5 reference implementation (computed in f32 with `libm`, so host and device agree).
+///
+/// ```
+/// use mote::ops::relative_bucket;
+/// assert_eq!(relative_bucket(0, 32, 128, true), 0);
+/// assert_eq!(relative_bucket(3, 32, 128, true), 16 + 3);
+/// assert_eq!(relative_bucket(-3, 32, 128, false), 3);
+/// assert_eq!(relative_bucket(5, 32, 128, false), 0); // future keys share bucket 0
+/// assert_eq!(relative_bucket(-1000, 32, 128, false), 31);
+/// ```
+pub fn relative_bucket(relative: i32, buckets: u16, max_distance: u16, bidirectional: bool) -> u16 {
+    let (mut n, mut base) = (buckets as i32, 0i32);
+    let distance = if bidirectional {
+        n /= 2;
+        if relative > 0 {
+            base = n;
+        }
+        relative.unsigned_abs()
+    } else {
+        relative.min(0).unsigned_abs()
+    };
+    let exact = (n / 2).max(1) as u32;
+    let bucket = if distance < exact {
+        distance as i32
+    } else {
+        let ratio = libm::logf(distance as f32 / exact as f32) / libm::logf(max_distance as f32 / exact as f32);
+        let large = exact as i32 + (ratio * (n - exact as i32) as f32) as i32;
+        large.min(n - 1)
+    };
+    (base + bucket).clamp(0, buckets as i32 - 1) as u16
 }
 
 /// Where an attention op keeps its key/value cache in the state region.
@@ -90,10 +156,13 @@ pub struct KvCache {
 
 /// Fused multi-head attention parameters.
 ///
-/// Inputs: `q [B, Sq, H*Dh]`, `k [B, Skv, H*Dh]`, `v [B, Skv, H*Dh]`, optional key mask
-/// `[B, Skv]` (non-zero = attend). Output `[B, Sq, H*Dh]`. With a cache, `k`/`v` hold only
-/// the new positions; they are appended at the session position and attention runs over
-/// the whole cached prefix (batch must be 1).
+/// Inputs, in this order: `q [B, Sq, H*Dh]`, `k [B, Skv, H*Dh]`, `v [B, Skv, H*Dh]`, then
+/// the key mask `[B, Skv]` (non-zero = attend) if `key_mask`, the prefix lengths `[B]` for
+/// [`MaskMode::Prefix`], and the inputs of `bias` ([`PositionBias`]). Output `[B, Sq, H*Dh]`.
+/// `Sq` may differ from `Skv` (cross-attention to an encoder memory, or keys that include a
+/// memory before the queries). With a cache, `k`/`v` hold only the new positions; they are
+/// appended at the session position and attention runs over the whole cached prefix (batch
+/// must be 1, and the key mask is `[1, capacity]`, indexed by absolute position).
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Attention {
@@ -103,10 +172,26 @@ pub struct Attention {
     pub head_dim: u16,
     /// Mask mode.
     pub mask: MaskMode,
+    /// Whether a key-padding mask input follows `v`.
+    pub key_mask: bool,
+    /// Positional term added to the scores.
+    pub bias: PositionBias,
     /// Scale applied to `q·k` (usually `1/sqrt(Dh)`).
     pub scale: f32,
     /// Incremental decoding cache, if any.
     pub cache: Option<KvCache>,
+}
+
+impl Attention {
+    /// Number of inputs this op takes (`q`, `k`, `v` and the optional ones).
+    pub fn n_inputs(&self) -> usize {
+        let bias = match self.bias {
+            PositionBias::None => 0,
+            PositionBias::Buckets { .. } => 1,
+            PositionBias::XlRelative => 3,
+        };
+        3 + self.key_mask as usize + (self.mask == MaskMode::Prefix) as usize + bias
+    }
 }
 
 /// One op of the graph with its parameters.
@@ -176,6 +261,32 @@ pub enum Op {
         /// Increment.
         step: i32,
     },
+    /// Reads a persistent tensor (recurrent memory such as Transformer-XL's) from the state
+    /// region at `offset` into the arena. No inputs.
+    LoadState {
+        /// Byte offset in the state region (at least the state header).
+        offset: u32,
+    },
+    /// Writes its input to the state region at `offset` (for the next call) and passes it
+    /// through as its output. Runs after every `LoadState` of the same slot.
+    StoreState {
+        /// Byte offset in the state region (at least the state header).
+        offset: u32,
+    },
+    /// Switch-Transformer feed-forward block with top-1 routing: only the chosen expert runs.
+    ///
+    /// Inputs: `x [.., D]`, router `w [E, D]`, router bias `[E]`, `w1 [E, F, D]`,
+    /// `b1 [E, F]`, `w2 [E, D, F]`, `b2 [E, D]`. For each token, `e = argmax(router)` (first on
+    /// ties) and `y = p_e · (w2_e · act(w1_e · x + b1_e) + b2_e)` with `p_e` the router's
+    /// softmax probability. Tokens routed to an expert after it has taken `capacity` tokens
+    /// in this call (in row order) output zeros, as dropped tokens do in Switch; 0 means no
+    /// limit. Weights may be f32, f16 or int8 per output channel; math is f32.
+    Moe {
+        /// Activation between the two expert layers.
+        activation: UnaryOp,
+        /// Tokens each expert takes per call (0 = unlimited).
+        capacity: u32,
+    },
 }
 
 /// On-disk kind tags.
@@ -194,6 +305,9 @@ mod kind {
     pub const SLICE: u16 = 12;
     pub const ATTENTION: u16 = 13;
     pub const POSITIONS: u16 = 14;
+    pub const LOAD_STATE: u16 = 15;
+    pub const STORE_STATE: u16 = 16;
+    pub const MOE: u16 = 17;
 }
 
 /// Parameter words of one op, without allocation.
@@ -315,12 +429,15 @@ impl Op {
             Op::Slice { .. } => "Slice",
             Op::Attention(_) => "Attention",
             Op::Positions { .. } => "Positions",
+            Op::LoadState { .. } => "LoadState",
+            Op::StoreState { .. } => "StoreState",
+            Op::Moe { .. } => "Moe",
         }
     }
 
     /// Whether the op may write its output over its first input (element-wise ops).
     pub fn allows_in_place(&self) -> bool {
-        matches!(self, Op::Binary(_) | Op::Unary(_) | Op::Reshape)
+        matches!(self, Op::Binary(_) | Op::Unary(_) | Op::Reshape | Op::StoreState { .. })
     }
 
     /// Encodes the op as `(kind, parameter words)`.
@@ -378,8 +495,18 @@ impl Op {
             }
             Op::Attention(a) => {
                 p.push(a.heads as u32 | (a.head_dim as u32) << 16);
-                p.push(a.mask as u32);
+                let (bias_kind, bucket_word) = match a.bias {
+                    PositionBias::None => (0, None),
+                    PositionBias::Buckets { buckets, max_distance, bidirectional } => {
+                        (1 | (bidirectional as u32) << 8, Some(buckets as u32 | (max_distance as u32) << 16))
+                    }
+                    PositionBias::XlRelative => (2, None),
+                };
+                p.push(a.mask as u32 | (a.key_mask as u32) << 8 | bias_kind << 16);
                 p.push(a.scale.to_bits());
+                if let Some(w) = bucket_word {
+                    p.push(w);
+                }
                 match a.cache {
                     None => p.push(0),
                     Some(c) => {
@@ -395,6 +522,19 @@ impl Op {
                 p.push(start as u32);
                 p.push(step as u32);
                 kind::POSITIONS
+            }
+            Op::LoadState { offset } => {
+                p.push(offset);
+                kind::LOAD_STATE
+            }
+            Op::StoreState { offset } => {
+                p.push(offset);
+                kind::STORE_STATE
+            }
+            Op::Moe { activation, capacity } => {
+                p.push(activation as u32);
+                p.push(capacity);
+                kind::MOE
             }
         };
         (k, p)
@@ -428,26 +568,51 @@ impl Op {
                 Op::Slice { starts, steps }
             }
             kind::ATTENTION => {
-                let hw = word(p, 0)?;
-                let mask = match word(p, 1)? {
+                let (hw, flags) = (word(p, 0)?, word(p, 1)?);
+                let mask = match flags & 0xFF {
                     0 => MaskMode::None,
                     1 => MaskMode::Causal,
+                    2 => MaskMode::Prefix,
                     _ => return Err(Error::BadParams),
                 };
-                let cache = match word(p, 3)? {
+                let mut next = 3;
+                let bias = match flags >> 16 {
+                    0 => PositionBias::None,
+                    1 | 0x101 => {
+                        let w = word(p, next)?;
+                        next += 1;
+                        let (buckets, max_distance) = ((w & 0xFFFF) as u16, (w >> 16) as u16);
+                        if buckets < 2 || max_distance == 0 {
+                            return Err(Error::BadParams);
+                        }
+                        PositionBias::Buckets { buckets, max_distance, bidirectional: flags >> 24 == 1 }
+                    }
+                    2 => PositionBias::XlRelative,
+                    _ => return Err(Error::BadParams),
+                };
+                let cache = match word(p, next)? {
                     0 => None,
-                    1 => Some(KvCache { k_offset: word(p, 4)?, v_offset: word(p, 5)?, capacity: word(p, 6)? }),
+                    1 => Some(KvCache {
+                        k_offset: word(p, next + 1)?,
+                        v_offset: word(p, next + 2)?,
+                        capacity: word(p, next + 3)?,
+                    }),
                     _ => return Err(Error::BadParams),
                 };
                 Op::Attention(Attention {
                     heads: (hw & 0xFFFF) as u16,
                     head_dim: (hw >> 16) as u16,
                     mask,
+                    key_mask: flags >> 8 & 0xFF == 1,
+                    bias,
                     scale: finite(p, 2)?,
                     cache,
                 })
             }
             kind::POSITIONS => Op::Positions { start: word(p, 0)? as i32, step: word(p, 1)? as i32 },
+            kind::LOAD_STATE => Op::LoadState { offset: word(p, 0)? },
+            kind::STORE_STATE => Op::StoreState { offset: word(p, 0)? },
+            kind::MOE => Op::Moe { activation: UnaryOp::from_u32(word(p, 0)?)?, capacity: word(p, 1)? },
             _ => return Err(Error::BadEnum),
         };
         // Reject trailing garbage so every file has exactly one encoding.
@@ -489,10 +654,33 @@ mod tests {
                 heads: 4,
                 head_dim: 16,
                 mask: MaskMode::Causal,
+                key_mask: false,
+                bias: PositionBias::None,
                 scale: 0.25,
                 cache: Some(KvCache { k_offset: 16, v_offset: 4112, capacity: 64 }),
             }),
+            Op::Attention(Attention {
+                heads: 2,
+                head_dim: 8,
+                mask: MaskMode::Prefix,
+                key_mask: true,
+                bias: PositionBias::Buckets { buckets: 32, max_distance: 128, bidirectional: true },
+                scale: 1.0,
+                cache: None,
+            }),
+            Op::Attention(Attention {
+                heads: 2,
+                head_dim: 8,
+                mask: MaskMode::Causal,
+                key_mask: false,
+                bias: PositionBias::XlRelative,
+                scale: 0.5,
+                cache: Some(KvCache { k_offset: 16, v_offset: 272, capacity: 16 }),
+            }),
             Op::Positions { start: 0, step: 1 },
+            Op::LoadState { offset: 16 },
+            Op::StoreState { offset: 64 },
+            Op::Moe { activation: UnaryOp::Gelu, capacity: 12 },
         ];
         for op in ops {
             let (k, p) = op.encode();

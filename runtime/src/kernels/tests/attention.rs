@@ -6,11 +6,17 @@ use std::vec::Vec;
 
 use super::*;
 use crate::error::Error;
-use crate::ops::{Attention, KvCache, MaskMode};
+use crate::ops::{Attention, KvCache, MaskMode, PositionBias};
 
 fn attn(heads: u16, head_dim: u16, mask: MaskMode, cache: Option<KvCache>) -> Op {
     let scale = 1.0 / libm::sqrtf(head_dim as f32);
-    Op::Attention(Attention { heads, head_dim, mask, scale, cache })
+    Op::Attention(Attention { heads, head_dim, mask, key_mask: false, bias: PositionBias::None, scale, cache })
+}
+
+/// The same op with a key-mask input.
+fn masked(op: Op) -> Op {
+    let Op::Attention(a) = op else { unreachable!() };
+    Op::Attention(Attention { key_mask: true, ..a })
 }
 
 /// Naive attention without a cache: positions start at 0.
@@ -73,7 +79,7 @@ fn matches_naive_across_block_boundaries() {
             let out = desc(DType::F32, &[2, s, 16]);
             let got = run(&op, &[&q, &k, &v], out).unwrap();
             assert_close(&got.values(), &reference(&op, &q, &k, &v, None), 1e-5, 1e-5);
-            let got = run(&op, &[&q, &k, &v, &key_mask], out).unwrap();
+            let got = run(&masked(op), &[&q, &k, &v, &key_mask], out).unwrap();
             assert_close(&got.values(), &reference(&op, &q, &k, &v, Some(&key_mask)), 1e-5, 1e-5);
         }
     }
@@ -100,7 +106,7 @@ fn fully_masked_rows_are_zero() {
     m[..20].fill(0); // batch 0 sees nothing
     let key_mask = i32t(&[2, 20], &m);
     let op = attn(2, 4, MaskMode::None, None);
-    let got = run(&op, &[&q, &k, &v, &key_mask], desc(DType::F32, &[2, 4, 8])).unwrap().values();
+    let got = run(&masked(op), &[&q, &k, &v, &key_mask], desc(DType::F32, &[2, 4, 8])).unwrap().values();
     assert!(got[..32].iter().all(|&x| x == 0.0));
     assert_close(&got, &reference(&op, &q, &k, &v, Some(&key_mask)), 1e-5, 1e-5);
 }
@@ -119,7 +125,8 @@ fn rows(t: &T, from: usize, to: usize) -> T {
 fn incremental_equals_full(q: &T, k: &T, v: &T, out: Desc, mask: Option<(&T, &T)>, chunks: &[usize]) {
     let s = q.desc.shape.dim(1);
     let hd = q.desc.shape.dim(2) as u32;
-    let full_op = attn(2, (hd / 2) as u16, MaskMode::Causal, None);
+    let with_mask = |op: Op| if mask.is_some() { masked(op) } else { op };
+    let full_op = with_mask(attn(2, (hd / 2) as u16, MaskMode::Causal, None));
     let mut full_in = vec![q, k, v];
     if let Some((m, _)) = mask {
         full_in.push(m);
@@ -128,7 +135,7 @@ fn incremental_equals_full(q: &T, k: &T, v: &T, out: Desc, mask: Option<(&T, &T)
     let cap = 48u32;
     let region = cap * hd * k.desc.dtype.size() as u32;
     let cache = KvCache { k_offset: 8, v_offset: 8 + region + 4, capacity: cap };
-    let op = attn(2, (hd / 2) as u16, MaskMode::Causal, Some(cache));
+    let op = with_mask(attn(2, (hd / 2) as u16, MaskMode::Causal, Some(cache)));
     let mut state = vec![0u8; (2 * region + 16) as usize];
     let row = out.dtype.size() * hd as usize;
     let mut pos = 0;

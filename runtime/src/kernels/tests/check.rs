@@ -5,7 +5,7 @@ use std::vec::Vec;
 
 use crate::error::Error;
 use crate::kernels::check;
-use crate::ops::{Attention, BinaryOp, KvCache, MaskMode, Op, UnaryOp};
+use crate::ops::{Attention, BinaryOp, KvCache, MaskMode, Op, PositionBias, UnaryOp};
 use crate::tensor::{DType, Desc, Quant, Shape};
 
 fn d(dtype: DType, dims: &[u32]) -> Desc {
@@ -17,7 +17,12 @@ fn f(dims: &[u32]) -> Desc {
 }
 
 fn attention(heads: u16, head_dim: u16, mask: MaskMode, cache: Option<KvCache>) -> Op {
-    Op::Attention(Attention { heads, head_dim, mask, scale: 0.5, cache })
+    Op::Attention(Attention { heads, head_dim, mask, key_mask: false, bias: PositionBias::None, scale: 0.5, cache })
+}
+
+fn with_key_mask(op: Op) -> Op {
+    let Op::Attention(a) = op else { unreachable!() };
+    Op::Attention(Attention { key_mask: true, ..a })
 }
 
 #[test]
@@ -74,15 +79,22 @@ fn attention_parameters_and_shapes() {
     assert_eq!(check(&ok, &[r2, r2, r2], &r2, 0), Err(Error::BadShape));
     let kv = f(&[1, 6, 8]);
     assert_eq!(check(&attention(2, 4, MaskMode::None, None), &[x, kv, x], &x, 0), Err(Error::BadShape));
-    // Causal without a cache needs Sq == Skv.
-    assert_eq!(check(&ok, &[x, kv, kv], &x, 0), Err(Error::BadShape));
-    // Key mask is [B, Skv].
-    let none = attention(2, 4, MaskMode::None, None);
+    // Causal without a cache aligns queries with the last keys: Sq <= Skv.
+    assert_eq!(check(&ok, &[x, kv, kv], &x, 0), Ok(()));
+    let (q6, k4) = (f(&[1, 6, 8]), f(&[1, 4, 8]));
+    assert_eq!(check(&ok, &[q6, k4, k4], &q6, 0), Err(Error::BadShape));
+    // Key mask is [B, Skv], and only present when the op says so.
+    let none = with_key_mask(attention(2, 4, MaskMode::None, None));
     assert_eq!(check(&none, &[x, kv, kv, f(&[1, 6])], &x, 0), Ok(()));
     assert_eq!(check(&none, &[x, kv, kv, f(&[1, 4])], &x, 0), Err(Error::BadShape));
+    assert_eq!(check(&none, &[x, kv, kv], &x, 0), Err(Error::BadArity));
+    // Prefix lengths are [B].
+    let prefix = attention(2, 4, MaskMode::Prefix, None);
+    assert_eq!(check(&prefix, &[x, x, x, d(DType::I32, &[1])], &x, 0), Ok(()));
+    assert_eq!(check(&prefix, &[x, x, x, d(DType::I32, &[2])], &x, 0), Err(Error::BadShape));
     // Batch must agree.
     let kb = f(&[2, 6, 8]);
-    assert_eq!(check(&none, &[x, kb, kb], &x, 0), Err(Error::BadShape));
+    assert_eq!(check(&none, &[x, kb, kb, f(&[2, 6])], &x, 0), Err(Error::BadShape));
     let i = d(DType::I32, &[1, 4, 8]);
     assert_eq!(check(&ok, &[i, x, x], &x, 0), Err(Error::BadDType));
 }
@@ -110,8 +122,9 @@ fn attention_cache_placement() {
     let mut vq = d(DType::I8, &[1, 2, 8]);
     vq.quant = Quant { scale: 0.1, zero_point: 0 };
     assert_eq!(check(&with(0, 128, 4), &[x, x, vq], &x, 256), Err(Error::BadDType));
-    assert_eq!(check(&with(0, 128, 4), &[x, x, x, f(&[1, 4])], &x, 256), Ok(()));
-    assert_eq!(check(&with(0, 128, 4), &[x, x, x, f(&[1, 2])], &x, 256), Err(Error::BadShape));
+    let masked = |k, v, c| with_key_mask(with(k, v, c));
+    assert_eq!(check(&masked(0, 128, 4), &[x, x, x, f(&[1, 4])], &x, 256), Ok(()));
+    assert_eq!(check(&masked(0, 128, 4), &[x, x, x, f(&[1, 2])], &x, 256), Err(Error::BadShape));
 }
 
 #[test]

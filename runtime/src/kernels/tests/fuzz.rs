@@ -7,7 +7,7 @@ use std::vec::Vec;
 use super::Rng;
 use crate::error::Error;
 use crate::kernels::{check, execute, macs, Context};
-use crate::ops::{Attention, BinaryOp, KvCache, MaskMode, Op, UnaryOp};
+use crate::ops::{Attention, BinaryOp, KvCache, MaskMode, Op, PositionBias, UnaryOp};
 use crate::tensor::{DType, Desc, Out, Quant, Shape, Src, View, MAX_RANK};
 
 const DTYPES: [DType; 4] = [DType::F32, DType::F16, DType::I8, DType::I32];
@@ -68,9 +68,14 @@ fn random_op(rng: &mut Rng) -> Op {
                 v_offset: rng.below(256) as u32,
                 capacity: rng.below(6) as u32,
             });
-            let mask = if rng.below(2) == 0 { MaskMode::None } else { MaskMode::Causal };
-            let heads = rng.below(3) as u16;
-            Op::Attention(Attention { heads, head_dim: rng.below(4) as u16, mask, scale: 0.5, cache })
+            let mask = [MaskMode::None, MaskMode::Causal, MaskMode::Prefix][rng.below(3) as usize];
+            let bias = match rng.below(3) {
+                0 => PositionBias::None,
+                1 => PositionBias::Buckets { buckets: rng.below(6) as u16 + 1, max_distance: 4, bidirectional: true },
+                _ => PositionBias::XlRelative,
+            };
+            let (heads, key_mask) = (rng.below(3) as u16, rng.below(2) == 0);
+            Op::Attention(Attention { heads, head_dim: rng.below(4) as u16, mask, key_mask, bias, scale: 0.5, cache })
         }
     }
 }
@@ -103,8 +108,23 @@ fn structured(op: &Op, rng: &mut Rng) -> Option<(Vec<Desc>, Desc)> {
             let skv = if a.cache.is_some() || bs[2].is_multiple_of(2) { s } else { bs[2] };
             let x = vec![b, s, hd];
             let kv = vec![b, skv, hd];
-            let m = vec![b, a.cache.map_or(skv, |c| c.capacity)];
-            vec![x.clone(), kv.clone(), kv, m, x]
+            let positions = a.cache.map_or(skv, |c| c.capacity);
+            let mut v = vec![x.clone(), kv.clone(), kv];
+            if a.key_mask {
+                v.push(vec![b, positions]);
+            }
+            if a.mask == MaskMode::Prefix {
+                v.push(vec![b]);
+            }
+            match a.bias {
+                PositionBias::None => {}
+                PositionBias::Buckets { buckets, .. } => v.push(vec![buckets as u32, a.heads as u32]),
+                PositionBias::XlRelative => {
+                    v.extend([vec![hd], vec![hd], vec![positions + rng.below(2) as u32, hd]]);
+                }
+            }
+            v.push(x);
+            v
         }
         Op::Gather { axis } => {
             let extra = rng.below(2) as usize;

@@ -3,6 +3,7 @@
 extern crate std;
 
 mod attention;
+mod attention_modes;
 mod check;
 mod elementwise;
 mod fuzz;
@@ -11,6 +12,7 @@ mod layout;
 mod matmul;
 mod matmul_s8;
 mod softmax_norm;
+mod state_moe;
 
 use std::vec;
 use std::vec::Vec;
