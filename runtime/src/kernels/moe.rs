@@ -11,8 +11,8 @@ use crate::tensor::{DType, Desc, Out, Src, View};
 
 /// Most experts one op may have.
 pub const MAX_EXPERTS: usize = 64;
-/// Largest expert hidden size `F`.
-pub const MAX_HIDDEN: usize = 1024;
+/// Largest expert hidden size `F` (its f32 row lives on the stack: 2 KiB).
+pub const MAX_HIDDEN: usize = 512;
 
 /// Dtypes of the constant weights and biases (float, so the expert math is f32).
 fn float_weight(d: &Desc) -> bool {

@@ -121,6 +121,9 @@ pub enum PositionBias {
 /// assert_eq!(relative_bucket(-1000, 32, 128, false), 31);
 /// ```
 pub fn relative_bucket(relative: i32, buckets: u16, max_distance: u16, bidirectional: bool) -> u16 {
+    if buckets < 2 {
+        return 0;
+    }
     let (mut n, mut base) = (buckets as i32, 0i32);
     let distance = if bidirectional {
         n /= 2;
@@ -136,10 +139,11 @@ pub fn relative_bucket(relative: i32, buckets: u16, max_distance: u16, bidirecti
         distance as i32
     } else {
         let ratio = libm::logf(distance as f32 / exact as f32) / libm::logf(max_distance as f32 / exact as f32);
-        let large = exact as i32 + (ratio * (n - exact as i32) as f32) as i32;
-        large.min(n - 1)
+        // `as` saturates (NaN to 0), so a degenerate `max_distance` cannot overflow.
+        let large = (exact as i32).saturating_add((ratio * (n - exact as i32) as f32) as i32);
+        large.clamp(0, n - 1)
     };
-    (base + bucket).clamp(0, buckets as i32 - 1) as u16
+    base.saturating_add(bucket).clamp(0, buckets as i32 - 1) as u16
 }
 
 /// Where an attention op keeps its key/value cache in the state region.
@@ -280,7 +284,7 @@ pub enum Op {
     /// ties) and `y = p_e · (w2_e · act(w1_e · x + b1_e) + b2_e)` with `p_e` the router's
     /// softmax probability. Tokens routed to an expert after it has taken `capacity` tokens
     /// in this call (in row order) output zeros, as dropped tokens do in Switch; 0 means no
-    /// limit. Weights may be f32, f16 or int8 per output channel; math is f32.
+    /// limit. Weights are f32 or f16; math is f32.
     Moe {
         /// Activation between the two expert layers.
         activation: UnaryOp,

@@ -179,6 +179,14 @@ fn t5_buckets_match_hand_computed_values() {
     ] {
         assert_eq!(relative_bucket(rel, 32, 128, bidirectional), want, "rel {rel} bidirectional {bidirectional}");
     }
+    // Degenerate parameters (from a crafted file) stay in range instead of overflowing.
+    for rel in [-100_000, -5, 0, 5, 100_000, i32::MIN, i32::MAX] {
+        for (buckets, max_distance) in [(2u16, 1u16), (32, 1), (32, 8), (1, 0), (0, 0), (u16::MAX, u16::MAX)] {
+            for bidirectional in [false, true] {
+                assert!(relative_bucket(rel, buckets, max_distance, bidirectional) < buckets.max(1));
+            }
+        }
+    }
     // And against the f64 formula wherever f32 rounding cannot straddle a bucket boundary.
     for rel in -300..300 {
         for (buckets, max_distance) in [(32u16, 128u16), (8, 20), (16, 64)] {
