@@ -51,6 +51,7 @@ pub struct Converted {
 fn fused(model: &OnnxModel, bounds: &Bounds) -> Result<Graph> {
     let mut g = model.instantiate(bounds)?;
     passes::run_all(&mut g)?;
+    crate::state_io::lift(&mut g)?;
     Ok(g)
 }
 
@@ -67,24 +68,54 @@ fn attention_masks(g: &Graph) -> Vec<MaskMode> {
 /// The decode entry for causal models: the graph at sequence length 1, with every
 /// attention op caching keys/values over `capacity` positions.
 fn decode_entry(model: &OnnxModel, bounds: &Bounds, forward: &Graph) -> Result<Option<(EntrySpec, String)>> {
+    cached_entry(model, bounds, forward, "decode_step", 1)
+}
+
+/// For prefix-LM models (`MaskMode::Prefix`) whose ONNX metadata names a prompt length
+/// (`mote.prefill`): a `prefill` entry that runs the whole prompt into the same KV caches as
+/// `decode_step` (the runtime needs the full prefix in the first cached call).
+fn prefill_entry(model: &OnnxModel, bounds: &Bounds, forward: &Graph) -> Result<Option<EntrySpec>> {
+    let len = forward.metadata.iter().find(|(k, _)| k == "mote.prefill").and_then(|(_, v)| v.parse::<usize>().ok());
+    match len {
+        Some(len) if attention_masks(forward).contains(&MaskMode::Prefix) => {
+            Ok(cached_entry(model, bounds, forward, "prefill", len)?.map(|(spec, _)| spec))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The graph at sequence length `len` with KV-cached attention (causal or prefix-LM models).
+fn cached_entry(
+    model: &OnnxModel,
+    bounds: &Bounds,
+    forward: &Graph,
+    name: &str,
+    len: usize,
+) -> Result<Option<(EntrySpec, String)>> {
     let masks = attention_masks(forward);
-    if masks.is_empty() || masks.iter().any(|m| *m != MaskMode::Causal) || model.symbols.len() != 1 {
+    let cacheable = |m: &MaskMode| matches!(m, MaskMode::Causal | MaskMode::Prefix);
+    if masks.is_empty() || !masks.iter().all(cacheable) || model.symbols.len() != 1 {
         return Ok(None);
     }
     let dim = model.symbols[0].clone();
     let capacity = bounds[&dim];
-    let mut one = bounds.clone();
-    one.insert(dim.clone(), 1);
-    let mut g = fused(model, &one).context("building the decode_step entry at sequence length 1")?;
-    if attention_masks(&g).len() != masks.len() {
-        bail!("the decode graph fused {} attention ops, the full graph {}", attention_masks(&g).len(), masks.len());
+    if len > capacity {
+        bail!("the {name} entry needs {len} positions, more than the --dim {dim}={capacity} bound");
     }
+    let mut one = bounds.clone();
+    one.insert(dim.clone(), len);
+    let mut g = fused(model, &one).with_context(|| format!("building the {name} entry at sequence length {len}"))?;
+    if attention_masks(&g).len() != masks.len() {
+        bail!("the {name} graph fused {} attention ops, the full graph {}", attention_masks(&g).len(), masks.len());
+    }
+    // At length 1 a causal mask folds to zeros; the cached op takes the full graph's mask.
+    let mut modes = masks.iter();
     for n in &mut g.nodes {
         if let IrOp::Rt(Op::Attention(a)) = &mut n.op {
-            a.mask = MaskMode::Causal;
+            a.mask = modes.next().copied().unwrap_or(a.mask);
         }
     }
-    let spec = EntrySpec { name: "decode_step".into(), graph: g, kv_capacity: Some(capacity as u32) };
+    let spec = EntrySpec { name: name.into(), graph: g, kv_capacity: Some(capacity as u32) };
     Ok(Some((spec, dim)))
 }
 
@@ -96,6 +127,7 @@ pub fn convert(onnx: &Path, opts: &Options) -> Result<Converted> {
     let mut decode_dim = None;
     if opts.decode {
         if let Some((spec, dim)) = decode_entry(&model, &opts.bounds, &forward)? {
+            entries.extend(prefill_entry(&model, &opts.bounds, &forward)?);
             entries.push(spec);
             decode_dim = Some(dim);
         }
@@ -137,8 +169,9 @@ pub fn calibrate(f32_bytes: &[u8], samples: &[Vec<Array>]) -> Result<Ranges> {
                 widen(name, &a.to_f32());
             }
         }
-        host::run_observed(f32_bytes, "forward", sample, &mut widen)?;
     }
+    // One session for all samples: persistent state (memory) sees realistic values.
+    host::run_sequence_observed(f32_bytes, "forward", samples, &mut widen)?;
     Ok(ranges)
 }
 
@@ -185,10 +218,31 @@ pub fn calibration_samples(cal: &Calibration, g: &Graph) -> Result<Vec<Vec<Array
             if files.is_empty() {
                 bail!("calibration directory {} holds no .npy files", dir.display());
             }
-            if g.inputs.len() != 1 {
-                bail!("calibration from a directory supports single-input models; use --calib-random N");
+            if g.inputs.len() == 1 {
+                return files.iter().map(|f| Ok(vec![Array::read_npy(f)?])).collect();
             }
-            files.iter().map(|f| Ok(vec![Array::read_npy(f)?])).collect()
+            // Several inputs: `<sample>.<input name>.npy`, one file per input of each sample.
+            let names: Vec<&str> = g.inputs.iter().map(|&t| g.tensors[t].name.as_str()).collect();
+            let mut samples: Vec<String> = files
+                .iter()
+                .filter_map(|f| f.file_stem()?.to_str()?.split_once('.').map(|(s, _)| s.to_string()))
+                .collect();
+            samples.dedup();
+            if samples.is_empty() {
+                bail!("calibration directory {}: a model with several inputs needs <sample>.<input>.npy files (inputs: {})", dir.display(), names.join(", "));
+            }
+            samples
+                .iter()
+                .map(|s| {
+                    names
+                        .iter()
+                        .map(|n| {
+                            let f = dir.join(format!("{s}.{n}.npy"));
+                            Array::read_npy(&f).with_context(|| format!("calibration sample '{s}', input '{n}'"))
+                        })
+                        .collect()
+                })
+                .collect()
         }
     }
 }

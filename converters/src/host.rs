@@ -93,18 +93,35 @@ pub fn run_observed(
     bytes: &[u8],
     entry: &str,
     inputs: &[Array],
-    mut observe: impl FnMut(&str, &[f32]),
+    observe: impl FnMut(&str, &[f32]),
 ) -> Result<Vec<Array>> {
+    run_sequence_observed(bytes, entry, std::slice::from_ref(&inputs.to_vec()), observe)?
+        .pop()
+        .ok_or_else(|| anyhow!("no outputs"))
+}
+
+/// Runs `entry` once per input set, in order, in one session (so state such as
+/// Transformer-XL memory carries from one call to the next); returns each call's outputs.
+pub fn run_sequence_observed(
+    bytes: &[u8],
+    entry: &str,
+    calls: &[Vec<Array>],
+    mut observe: impl FnMut(&str, &[f32]),
+) -> Result<Vec<Vec<Array>>> {
     let model = Model::parse(bytes)?;
     let e = model.entry_by_name(entry).map_err(|_| anyhow!("the model has no entry point '{entry}'"))?;
     let mut mem = Memory::for_model(&model);
     let mut session = Session::new(&model, &mut mem.arena, &mut mem.state)?;
-    set_inputs(&mut session, e, inputs)?;
     let mut values = Vec::new();
-    session.run_observed(e, |_, id, view| {
-        values.clear();
-        values.extend((0..view.desc.shape.numel()).map(|i| view.get(i)));
-        observe(model.tensor_name(id).unwrap_or(""), &values);
-    })?;
-    outputs(&session, e)
+    let mut all = Vec::with_capacity(calls.len());
+    for inputs in calls {
+        set_inputs(&mut session, e, inputs)?;
+        session.run_observed(e, |_, id, view| {
+            values.clear();
+            values.extend((0..view.desc.shape.numel()).map(|i| view.get(i)));
+            observe(model.tensor_name(id).unwrap_or(""), &values);
+        })?;
+        all.push(outputs(&session, e)?);
+    }
+    Ok(all)
 }

@@ -87,6 +87,10 @@ pub enum IrOp {
         /// Axes reduced (normalised to be non-negative).
         axes: Vec<usize>,
     },
+    /// An ONNX op with no runtime kernel that mote accepts only where a fusion pass consumes
+    /// it (`onnx_op` says which): `Where` and `Expand` inside an attention-mask computation,
+    /// casts to bool. Leftovers are lowered to runtime ops where that is exact, else rejected.
+    PatternOnly,
 }
 
 /// A node: one op, its inputs and its single output.
@@ -172,7 +176,8 @@ impl Graph {
                 }
             }
             let before = self.nodes.len();
-            self.nodes.retain(|n| used[n.output]);
+            // Stores into the state region are side effects: keep them.
+            self.nodes.retain(|n| used[n.output] || matches!(n.op, IrOp::Rt(Op::StoreState { .. })));
             if self.nodes.len() == before {
                 return;
             }

@@ -14,6 +14,7 @@ pub mod ir;
 pub mod passes;
 pub mod plan;
 pub mod report;
+pub mod state_io;
 pub mod tokenizer;
 pub mod verify;
 pub mod zoo;

@@ -61,6 +61,9 @@ pub struct Inspection {
     pub ops: Vec<OpRow>,
     /// Per-entry totals.
     pub entries: Vec<EntryTotals>,
+    /// What the converter wants the user to know (the `mote.note` metadata), e.g. attention
+    /// that runs unfused and why.
+    pub notes: Vec<String>,
 }
 
 fn fmt_desc(d: &mote::Desc) -> String {
@@ -142,10 +145,11 @@ pub fn inspect(model: &Model<'_>) -> Result<Inspection> {
         }
         entries.push(totals);
     }
-    let metadata = (0..model.metadata_count())
+    let metadata: Vec<(String, String)> = (0..model.metadata_count())
         .filter_map(|i| model.metadata_entry(i).ok())
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    let notes = metadata.iter().filter(|(k, _)| k == crate::passes::NOTE_KEY).map(|(_, v)| v.clone()).collect();
     Ok(Inspection {
         file_bytes: model.bytes().len(),
         weight_bytes: model.weight_bytes(),
@@ -154,6 +158,7 @@ pub fn inspect(model: &Model<'_>) -> Result<Inspection> {
         metadata,
         ops: rows,
         entries,
+        notes,
     })
 }
 
@@ -210,5 +215,8 @@ pub fn render(r: &Inspection) -> String {
         bytes(r.arena_bytes),
         bytes(r.state_bytes)
     );
+    for note in &r.notes {
+        let _ = writeln!(s, "note: {note}");
+    }
     s
 }

@@ -47,6 +47,22 @@ pub fn assign(g: &Graph, mode: QuantMode, ranges: Option<&Ranges>) -> Result<Has
     let f32s = Storage { dtype: DType::F32, quant: Quant::NONE };
     let mut out = HashMap::new();
     let mut wants_i8 = vec![false; g.tensors.len()];
+    // Persistent state keeps full precision (and one encoding for its load and its store).
+    let mut keep_f32 = vec![false; g.tensors.len()];
+    for n in &g.nodes {
+        if let IrOp::Rt(Op::LoadState { .. } | Op::StoreState { .. }) = n.op {
+            for &t in n.inputs.iter().chain([&n.output]) {
+                keep_f32[t] = true;
+            }
+        }
+    }
+    // A top-1 MoE block reads and writes f32 activations (its math is f32).
+    for n in &g.nodes {
+        if let IrOp::Rt(Op::Moe { .. }) = n.op {
+            keep_f32[n.inputs[0]] = true;
+            keep_f32[n.output] = true;
+        }
+    }
     if mode == QuantMode::Int8 {
         for n in &g.nodes {
             match &n.op {
@@ -75,13 +91,16 @@ pub fn assign(g: &Graph, mode: QuantMode, ranges: Option<&Ranges>) -> Result<Has
         }
         let s = match tensor.elem {
             Elem::Int => Storage { dtype: DType::I32, quant: Quant::NONE },
-            Elem::Float if wants_i8[t] && !g.outputs.contains(&t) => Storage { dtype: DType::I8, quant: quant_of(t)? },
+            Elem::Float if wants_i8[t] && !keep_f32[t] && !g.outputs.contains(&t) => {
+                Storage { dtype: DType::I8, quant: quant_of(t)? }
+            }
             Elem::Float => f32s,
         };
         out.insert(t, s);
     }
     for n in &g.nodes {
-        if is_layout(&n.op) && !g.outputs.contains(&n.output) && g.tensors[n.output].elem == Elem::Float {
+        let float = g.tensors[n.output].elem == Elem::Float;
+        if is_layout(&n.op) && !g.outputs.contains(&n.output) && !keep_f32[n.output] && float {
             if let Some(&s) = out.get(&n.inputs[0]) {
                 out.insert(n.output, s);
             }

@@ -125,6 +125,8 @@ pub fn emit(
     let mut pool = WeightPool::default();
     let mut plans = Vec::new();
     let mut state_bytes = 0usize;
+    let mut slots: HashMap<String, u32> = HashMap::new();
+    let mut kv_slots: HashMap<u32, (usize, usize, usize)> = HashMap::new();
     let mut arena = 0usize;
     for spec in entries {
         let mut g = spec.graph.clone();
@@ -171,15 +173,32 @@ pub fn emit(
                     inputs.push(pool.add(&mut w, &format!("{}.requant", n.name), &e));
                 }
             }
+            if let Op::LoadState { offset } | Op::StoreState { offset } = &mut op {
+                let name = crate::state_io::slot_name(&g, n).unwrap_or_else(|| n.name.clone());
+                let bytes = (g.tensors[n.output].numel() * st[&n.output].dtype.size()).div_ceil(ALIGN) * ALIGN;
+                *offset = *slots.entry(name.clone()).or_insert_with(|| {
+                    let at = STATE_HEADER.max(state_bytes);
+                    w.state_slot(&name, at as u32, bytes as u32);
+                    state_bytes = at + bytes;
+                    at as u32
+                });
+            }
             if let (Op::Attention(a), Some(capacity)) = (&mut op, spec.kv_capacity) {
                 let width = a.heads as usize * a.head_dim as usize;
                 let elem = st[&n.inputs[1]].dtype.size();
                 let bytes = (capacity as usize * width * elem).div_ceil(ALIGN) * ALIGN;
-                let k_offset = STATE_HEADER.max(state_bytes);
-                let v_offset = k_offset + bytes;
-                w.state_slot(&format!("layer{layer}.k_cache"), k_offset as u32, bytes as u32);
-                w.state_slot(&format!("layer{layer}.v_cache"), v_offset as u32, bytes as u32);
-                state_bytes = v_offset + bytes;
+                // Entries with caches (`prefill`, `decode_step`) share them, layer by layer.
+                let (k_offset, v_offset, b) = *kv_slots.entry(layer).or_insert_with(|| {
+                    let k_offset = STATE_HEADER.max(state_bytes);
+                    let v_offset = k_offset + bytes;
+                    w.state_slot(&format!("layer{layer}.k_cache"), k_offset as u32, bytes as u32);
+                    w.state_slot(&format!("layer{layer}.v_cache"), v_offset as u32, bytes as u32);
+                    state_bytes = v_offset + bytes;
+                    (k_offset, v_offset, bytes)
+                });
+                if b != bytes {
+                    bail!("entry '{}': layer {layer}'s KV cache differs in size from another entry's", spec.name);
+                }
                 a.cache = Some(KvCache { k_offset: k_offset as u32, v_offset: v_offset as u32, capacity });
                 layer += 1;
             }
@@ -286,6 +305,8 @@ fn weight_input(
         (IrOp::Rt(Op::MatMul { .. }), 1, QuantMode::F16) | (IrOp::Rt(Op::Gather { .. }), 0, QuantMode::F16) => {
             weights::f16s(dims, &c.to_f32())
         }
+        // Top-1 MoE expert matrices: f16 (the kernel's math is f32; it takes no int8 weights).
+        (IrOp::Rt(Op::Moe { .. }), 3 | 5, QuantMode::F16 | QuantMode::Int8) => weights::f16s(dims, &c.to_f32()),
         (IrOp::Rt(Op::MatMul { .. }), 1, QuantMode::Int8) => weights::i8_per_channel(dims, &c.to_f32()),
         (IrOp::Rt(Op::MatMul { .. }), 2, QuantMode::Int8) => {
             let wt = &g.tensors[n.inputs[1]];

@@ -1,7 +1,7 @@
 //! Maps one ONNX node to runtime ops (after constant folding has removed what it could).
 
 use super::attrs;
-use crate::ir::{Const, Elem, Graph, IrOp, Node, TId};
+use crate::ir::{Const, Elem, Graph, IrOp, Node, TId, Tensor};
 use anyhow::{anyhow, bail, Result};
 use mote::ops::{BinaryOp, UnaryOp};
 use mote::Op;
@@ -24,7 +24,11 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
         "Identity" | "Dropout" => input(0),
         "Cast" | "CastLike" => {
             let x = input(0)?;
-            if g.tensors[x].elem == g.tensors[out].elem {
+            if op_type == "Cast" && attrs::int(node, "to", 1) == 9 {
+                // A cast to bool is `x != 0`, which no runtime op computes: only attention-mask
+                // fusion consumes it.
+                push(g, IrOp::PatternOnly, vec![x])
+            } else if g.tensors[x].elem == g.tensors[out].elem {
                 Ok(x)
             } else {
                 push(g, rt(Op::Unary(UnaryOp::Identity)), vec![x])
@@ -93,6 +97,11 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
             }
         }
         "Gemm" => lower_gemm(g, node, name, inputs, out),
+        "Conv" => lower_patch_conv(g, node, name, inputs, out),
+        "Where" => push(g, IrOp::PatternOnly, vec![input(0)?, input(1)?, input(2)?]),
+        "Expand" => push(g, IrOp::PatternOnly, vec![input(0)?]),
+        // Only inside a top-1 MoE router (`passes::moe` fuses it or lowers it densely).
+        "ReduceMax" | "Equal" => push(g, IrOp::PatternOnly, inputs.iter().flatten().copied().collect()),
         "Gather" => {
             let (data, idx) = (input(0)?, input(1)?);
             let axis = attrs::axis(node, attrs::int(node, "axis", 0), rank(data, g))?;
@@ -142,7 +151,7 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
         }
         _ => bail!(
             "unsupported op '{op_type}' at node '{name}': mote has no kernel for it{}",
-            if ["Where", "Expand", "Equal", "ConstantOfShape"].contains(&op_type) {
+            if ["Equal", "ConstantOfShape", "Not", "And", "Or", "Less", "Greater"].contains(&op_type) {
                 " (it is only supported when its inputs fold to constants under the --dim bounds)"
             } else {
                 ""
@@ -166,9 +175,30 @@ fn lower_gemm(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[Option<TId>
         (Some(a), Some(b)) => (a, b),
         _ => bail!("node '{name}' (Gemm): needs two inputs"),
     };
-    if attrs::int(node, "transA", 0) != 0 {
-        bail!("node '{name}' (Gemm): transA=1 is not supported");
-    }
+    let a = if attrs::int(node, "transA", 0) != 0 {
+        let s = &g.tensors[a].shape;
+        if s.len() != 2 {
+            bail!("node '{name}' (Gemm): A must be 2-D, got shape {s:?}");
+        }
+        let t = Tensor {
+            name: format!("{}.transposed", g.tensors[a].name),
+            shape: vec![s[1], s[0]],
+            ..g.tensors[a].clone()
+        };
+        let t = g.add_tensor(Tensor { konst: None, ..t });
+        let mut perm = [0u8; mote::tensor::MAX_RANK];
+        perm[0] = 1;
+        g.nodes.push(Node {
+            name: format!("{name}:transA"),
+            onnx_op: "Gemm".into(),
+            op: IrOp::Rt(Op::Transpose { perm }),
+            inputs: vec![a],
+            output: t,
+        });
+        t
+    } else {
+        a
+    };
     let Some(wc) = g.konst(b).map(Const::to_f32) else {
         bail!("node '{name}' (Gemm): B must be a constant weight");
     };
@@ -278,4 +308,86 @@ fn lower_split(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[
         output: out,
     });
     Ok(out)
+}
+
+/// A convolution whose kernel equals its stride, with no padding, dilation or groups: a
+/// ViT-style patch embedding. Lowered as patchify (Reshape, Transpose, Reshape), one MatMul
+/// with the flattened kernel, and the transpose back to channels-first:
+/// `[B,C,H,W] -> [B,C,h,p,w,q] -> [B,h,w,C,p,q] -> [B,h*w,C*p*q] -> [B,h*w,D] -> [B,D,h*w] -> [B,D,h,w]`.
+fn lower_patch_conv(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[Option<TId>], out: TId) -> Result<TId> {
+    let refuse = |why: &str| {
+        anyhow!(
+            "unsupported op 'Conv' at node '{name}': {why}; mote supports only non-overlapping 2-D patch \
+             convolutions (kernel == stride, no padding, dilation 1, group 1), as ViT patch embeddings use"
+        )
+    };
+    let (x, w) = match (inputs.first().copied().flatten(), inputs.get(1).copied().flatten()) {
+        (Some(x), Some(w)) => (x, w),
+        _ => bail!("node '{name}' (Conv): needs an input and a weight"),
+    };
+    let xs = g.tensors[x].shape.clone();
+    let ws = g.tensors[w].shape.clone();
+    let Some(wc) = g.konst(w).map(Const::to_f32) else {
+        return Err(refuse("the weight is not a constant"));
+    };
+    if xs.len() != 4 || ws.len() != 4 {
+        return Err(refuse(&format!("input {xs:?} and weight {ws:?} are not 2-D convolution shapes")));
+    }
+    let (p, q) = (ws[2], ws[3]);
+    let kernel = attrs::ints(node, "kernel_shape").unwrap_or_else(|| vec![p as i64, q as i64]);
+    let strides = attrs::ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
+    let pads = attrs::ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+    let dil = attrs::ints(node, "dilations").unwrap_or_else(|| vec![1, 1]);
+    let auto_pad = attrs::string(node, "auto_pad", "NOTSET");
+    if attrs::int(node, "group", 1) != 1 || dil.iter().any(|&d| d != 1) {
+        return Err(refuse("it is grouped or dilated"));
+    }
+    if kernel != [p as i64, q as i64] || strides != kernel {
+        return Err(refuse(&format!("kernel {kernel:?} differs from stride {strides:?}")));
+    }
+    if pads.iter().any(|&v| v != 0) || !(auto_pad == "NOTSET" || auto_pad == "VALID") {
+        return Err(refuse("it pads its input"));
+    }
+    let (b, c, hh, ww) = (xs[0], xs[1], xs[2], xs[3]);
+    if ws[1] != c || hh % p != 0 || ww % q != 0 {
+        return Err(refuse(&format!("input {xs:?} does not split into whole {p}x{q} patches of {} channels", ws[1])));
+    }
+    let (d, h, wn, k) = (ws[0], hh / p, ww / q, c * p * q);
+    let base = g.tensors[out].name.clone();
+    let step = |g: &mut Graph, suffix: &str, op: Op, ins: Vec<TId>, shape: Vec<usize>, dst: Option<TId>| {
+        let t = dst.unwrap_or_else(|| {
+            g.add_tensor(Tensor { name: format!("{base}.{suffix}"), shape, elem: Elem::Float, konst: None })
+        });
+        g.nodes.push(Node {
+            name: format!("{name}:{suffix}"),
+            onnx_op: "Conv".into(),
+            op: IrOp::Rt(op),
+            inputs: ins,
+            output: t,
+        });
+        t
+    };
+    let perm = |p: &[u8]| {
+        let mut a = [0u8; mote::tensor::MAX_RANK];
+        a[..p.len()].copy_from_slice(p);
+        a
+    };
+    let t = step(g, "patches6d", Op::Reshape, vec![x], vec![b, c, h, p, wn, q], None);
+    let t =
+        step(g, "patches_t", Op::Transpose { perm: perm(&[0, 2, 4, 1, 3, 5]) }, vec![t], vec![b, h, wn, c, p, q], None);
+    let t = step(g, "patches", Op::Reshape, vec![t], vec![b, h * wn, k], None);
+    let wname = g.tensors[w].name.clone();
+    let wt = g.add_const_f32(&format!("{wname}.flat"), vec![d, k], wc);
+    let mut ins = vec![t, wt];
+    if let Some(bias) = inputs.get(2).copied().flatten() {
+        let Some(bv) = g.konst(bias).map(Const::to_f32).filter(|v| v.len() == d) else {
+            bail!("node '{name}' (Conv): the bias must be a constant of {d} values");
+        };
+        let bname = g.tensors[bias].name.clone();
+        ins.push(g.add_const_f32(&format!("{bname}.bias"), vec![d], bv));
+    }
+    let has_bias = ins.len() == 3;
+    let t = step(g, "projected", Op::MatMul { has_bias }, ins, vec![b, h * wn, d], None);
+    let t = step(g, "channels_first", Op::Transpose { perm: perm(&[0, 2, 1]) }, vec![t], vec![b, d, h * wn], None);
+    Ok(step(g, "image", Op::Reshape, vec![t], vec![], Some(out)))
 }

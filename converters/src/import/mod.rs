@@ -136,8 +136,10 @@ impl OnnxModel {
                 inputs.push(Some(id));
             }
             let present: Vec<TId> = inputs.iter().flatten().copied().collect();
-            let is_positional = present.iter().any(|t| positional.contains(t))
-                || (node.op_type == "Range" && present.iter().any(|t| shape_derived.contains(t)));
+            // A shape never depends on position values, so Shape of a positional tensor folds.
+            let is_positional = !["Shape", "Size"].contains(&node.op_type.as_str())
+                && (present.iter().any(|t| positional.contains(t))
+                    || (node.op_type == "Range" && present.iter().any(|t| shape_derived.contains(t))));
             let derived = node.op_type == "Shape" || present.iter().any(|t| shape_derived.contains(t));
 
             for (k, out_name) in node.output.iter().enumerate() {

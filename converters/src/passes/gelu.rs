@@ -1,4 +1,6 @@
-//! Fuses the erf form of GELU, `x * 0.5 * (1 + erf(x / sqrt 2))`, as PyTorch exports it.
+//! Fuses GELU as PyTorch exports it: the erf form `x * 0.5 * (1 + erf(x / sqrt 2))` and the
+//! tanh form `0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))` (GPT-2's `NewGELU`,
+//! `nn.GELU(approximate="tanh")` below opset 20).
 
 use super::rt;
 use crate::ir::{Graph, IrOp, TId};
@@ -6,28 +8,92 @@ use mote::ops::{BinaryOp, UnaryOp};
 use mote::Op;
 
 /// The non-constant operand of binary node `i` whose other operand is the constant `value`.
-fn with_const(g: &Graph, i: usize, op: BinaryOp, value: f32, tol: f32) -> Option<TId> {
+pub(super) fn with_const(g: &Graph, i: usize, op: BinaryOp, value: f32, tol: f32) -> Option<TId> {
     if rt(g, i) != Some(&Op::Binary(op)) {
         return None;
     }
     let (a, b) = (g.nodes[i].inputs[0], g.nodes[i].inputs[1]);
     match (g.scalar(a), g.scalar(b)) {
         (None, Some(c)) if (c - value).abs() <= tol => Some(a),
-        (Some(c), None) if (c - value).abs() <= tol && op != BinaryOp::Div && op != BinaryOp::Sub => Some(b),
+        (Some(c), None) if (c - value).abs() <= tol && ![BinaryOp::Div, BinaryOp::Sub, BinaryOp::Pow].contains(&op) => {
+            Some(b)
+        }
         _ => None,
     }
 }
 
-/// Replaces every matched GELU chain with one `Unary(Gelu)` node.
+/// Replaces every matched GELU chain with one `Unary(Gelu)` or `Unary(GeluTanh)` node.
 pub fn fuse_gelu(g: &mut Graph) {
-    let mut i = 0;
-    while i < g.nodes.len() {
-        if let Some((x, last)) = match_gelu(g, i) {
-            g.nodes[last].op = IrOp::Rt(Op::Unary(UnaryOp::Gelu));
+    for i in 0..g.nodes.len() {
+        let (found, op, label) = match rt(g, i) {
+            Some(Op::Unary(UnaryOp::Erf)) => (match_gelu(g, i), UnaryOp::Gelu, "Gelu(fused)"),
+            Some(Op::Unary(UnaryOp::Tanh)) => (match_gelu_tanh(g, i), UnaryOp::GeluTanh, "GeluTanh(fused)"),
+            _ => continue,
+        };
+        if let Some((x, last)) = found {
+            g.nodes[last].op = IrOp::Rt(Op::Unary(op));
             g.nodes[last].inputs = vec![x];
-            g.nodes[last].onnx_op = "Gelu(fused)".into();
+            g.nodes[last].onnx_op = label.into();
         }
-        i += 1;
+    }
+}
+
+/// `x` when `t` is `x^3` (`Pow(x, 3)`, `Mul(x, Mul(x, x))` or `Mul(Mul(x, x), x)`).
+fn cube_of(g: &Graph, t: TId) -> Option<TId> {
+    let p = g.producer(t)?;
+    if let Some(x) = with_const(g, p, BinaryOp::Pow, 3.0, 0.0) {
+        return Some(x);
+    }
+    if rt(g, p) != Some(&Op::Binary(BinaryOp::Mul)) {
+        return None;
+    }
+    let [a, b] = g.nodes[p].inputs[..] else { return None };
+    for (x, sq) in [(a, b), (b, a)] {
+        let s = g.producer(sq)?;
+        if rt(g, s) == Some(&Op::Binary(BinaryOp::Mul)) && g.nodes[s].inputs[..] == [x, x] {
+            return Some(x);
+        }
+    }
+    None
+}
+
+/// Matches from the Tanh node `tanh`; returns (x, index of the chain's last node).
+fn match_gelu_tanh(g: &Graph, tanh: usize) -> Option<(TId, usize)> {
+    let k = std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2; // sqrt(2/pi)
+    let scaled = g.producer(g.nodes[tanh].inputs[0])?;
+    let inner = with_const(g, scaled, BinaryOp::Mul, k, 1e-4)?;
+    let add = g.producer(inner)?;
+    if rt(g, add) != Some(&Op::Binary(BinaryOp::Add)) || !g.single_use(inner) {
+        return None;
+    }
+    let [a, b] = g.nodes[add].inputs[..] else { return None };
+    let x = [(a, b), (b, a)].into_iter().find_map(|(x, c)| {
+        let m = g.producer(c)?;
+        (with_const(g, m, BinaryOp::Mul, 0.044715, 1e-6)
+            .and_then(|cube| (cube_of(g, cube)? == x && g.single_use(cube)).then_some(()))
+            .is_some()
+            && g.single_use(c))
+        .then_some(x)
+    })?;
+    // 1 + tanh(..), then either (x * (1 + t)) * 0.5 or (x * 0.5) * (1 + t).
+    let t_out = g.nodes[tanh].output;
+    let one = single_consumer(g, t_out)?;
+    if with_const(g, one, BinaryOp::Add, 1.0, 0.0)? != t_out {
+        return None;
+    }
+    let one_out = g.nodes[one].output;
+    let mul1 = single_consumer(g, one_out)?;
+    if rt(g, mul1) != Some(&Op::Binary(BinaryOp::Mul)) {
+        return None;
+    }
+    let other = *g.nodes[mul1].inputs.iter().find(|&&t| t != one_out)?;
+    if other == x {
+        let mul1_out = g.nodes[mul1].output;
+        let mul2 = single_consumer(g, mul1_out)?;
+        (with_const(g, mul2, BinaryOp::Mul, 0.5, 0.0)? == mul1_out).then_some((x, mul2))
+    } else {
+        let half = g.producer(other)?;
+        (with_const(g, half, BinaryOp::Mul, 0.5, 0.0)? == x && g.single_use(other)).then_some((x, mul1))
     }
 }
 

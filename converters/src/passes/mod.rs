@@ -1,9 +1,15 @@
-//! Graph rewrites that turn spelled-out patterns into fused runtime ops.
+//! Graph rewrites that turn spelled-out patterns into fused runtime ops, then lower or reject
+//! what only exists inside patterns.
 
 mod attention;
 mod bias;
 mod gelu;
 mod layer_norm;
+mod leftovers;
+mod moe;
+mod relative;
+mod rms_norm;
+mod xl_attention;
 
 use crate::ir::{Graph, IrOp};
 use anyhow::{bail, Result};
@@ -12,17 +18,37 @@ pub use attention::fuse_attention;
 pub use bias::fold_bias;
 pub use gelu::fuse_gelu;
 pub use layer_norm::fuse_layer_norm;
+pub use leftovers::lower_leftovers;
+pub use moe::fuse_moe;
+pub use relative::fuse_relative_attention;
+pub use rms_norm::fuse_rms_norm;
+pub use xl_attention::fuse_xl_attention;
+
+/// Metadata key of the notes passes leave for the report (e.g. attention that runs unfused).
+pub const NOTE_KEY: &str = "mote.note";
 
 /// Runs every fusion, removes dead nodes, and rejects ops that only exist inside patterns.
 pub fn run_all(g: &mut Graph) -> Result<()> {
     fuse_layer_norm(g);
     g.remove_dead_nodes();
+    fuse_rms_norm(g);
+    g.remove_dead_nodes();
     fuse_gelu(g);
     g.remove_dead_nodes();
     fold_bias(g);
     g.remove_dead_nodes();
-    fuse_attention(g);
+    fuse_xl_attention(g);
     g.remove_dead_nodes();
+    fuse_relative_attention(g)?; // calls fuse_attention
+    g.remove_dead_nodes();
+    fuse_moe(g);
+    if let Err(e) = lower_leftovers(g) {
+        let notes: Vec<&str> = g.metadata.iter().filter(|(k, _)| k == NOTE_KEY).map(|(_, v)| v.as_str()).collect();
+        if notes.is_empty() {
+            return Err(e);
+        }
+        bail!("{e:#}\n{}", notes.join("\n"));
+    }
     for n in &g.nodes {
         if let IrOp::ReduceMean { .. } = n.op {
             bail!(
