@@ -13,6 +13,63 @@ use mote::generate::Sampler;
 use serde::Serialize;
 use std::path::Path;
 
+pub mod mlm;
+pub mod switch;
+pub mod t5;
+pub mod xl;
+
+pub use mlm::{evaluate_mlm, mlm_options, MlmFigures};
+pub use switch::{evaluate_switch, SwitchFigures};
+pub use t5::{evaluate_t5, t5_options, T5Figures};
+pub use xl::{evaluate_xl, XlFigures};
+
+/// One row of `mote zoo report`: the figures every family has, whatever its task.
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyFigures {
+    /// Real-valued weights stored in the f32 file (shared weights count once).
+    pub params: usize,
+    /// f32 file bytes.
+    pub flash_f32: usize,
+    /// int8 file bytes.
+    pub flash_int8: usize,
+    /// int8 arena bytes (peak over entries).
+    pub arena_int8: usize,
+    /// Largest per-entry lower bound of the int8 plan.
+    pub lower_bound_int8: usize,
+    /// State bytes of the int8 file (KV caches, memories).
+    pub state_int8: usize,
+    /// MACs per token (one `decode_step` for decoders, `forward` / sequence length otherwise).
+    pub macs_per_token: u64,
+    /// f32 `.mote` against tract on the golden inputs, max-abs.
+    pub f32_vs_tract_max_abs: f32,
+    /// The family's task metric, f32 and int8.
+    pub metric: TaskMetric,
+    /// Whether the committed `model.int8.mote` equals a fresh conversion byte for byte.
+    pub committed_int8_up_to_date: bool,
+}
+
+/// A task metric measured on the runtime with the f32 and the int8 file.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskMetric {
+    /// Short name for the table header, e.g. `loss nats/char` or `MLM acc %`.
+    pub name: String,
+    /// Value with the f32 file.
+    pub f32: f64,
+    /// Value with the int8 file.
+    pub int8: f64,
+}
+
+/// Memory figures of a (f32, int8) conversion pair.
+fn memory_figures(f32m: &convert::Converted, i8m: &convert::Converted) -> (usize, usize, usize, usize, usize) {
+    (
+        f32m.bytes.len(),
+        i8m.bytes.len(),
+        i8m.inspection.arena_bytes,
+        i8m.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0),
+        i8m.inspection.state_bytes,
+    )
+}
+
 /// Everything measured about the GPT family.
 #[derive(Debug, Clone, Serialize)]
 pub struct GptFigures {
@@ -56,8 +113,26 @@ pub struct GptFigures {
     pub samples: Vec<(String, String)>,
 }
 
+impl GptFigures {
+    /// The report row: task metric = held-out next-char loss.
+    pub fn summary(&self) -> FamilyFigures {
+        FamilyFigures {
+            params: self.params,
+            flash_f32: self.flash_f32,
+            flash_int8: self.flash_int8,
+            arena_int8: self.arena_int8,
+            lower_bound_int8: self.lower_bound_int8,
+            state_int8: self.state_int8,
+            macs_per_token: self.macs_per_token,
+            f32_vs_tract_max_abs: self.f32_vs_tract_max_abs,
+            metric: TaskMetric { name: "loss nats/char".into(), f32: self.loss_f32, int8: self.loss_int8 },
+            committed_int8_up_to_date: self.committed_int8_up_to_date,
+        }
+    }
+}
+
 /// Context length the zoo model was trained for.
-fn bounds_of(onnx: &OnnxModel) -> Result<Bounds> {
+pub(crate) fn bounds_of(onnx: &OnnxModel) -> Result<Bounds> {
     let max: usize = onnx
         .metadata()
         .iter()
@@ -74,7 +149,7 @@ pub fn gpt_options(dir: &Path, quant: QuantMode) -> Result<Options> {
     Ok(Options { quant, bounds, calibration: Some(Calibration::Dir(dir.join("calib"))), decode: true })
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
@@ -99,7 +174,7 @@ pub fn decode_vs_forward(bytes: &[u8], tokens: &[i64]) -> Result<f32> {
 
 /// Real-valued weights stored in a model (constants folded away by conversion, such as a
 /// causal mask, do not count).
-fn stored_params(bytes: &[u8]) -> Result<usize> {
+pub fn stored_params(bytes: &[u8]) -> Result<usize> {
     let m = mote::Model::parse(bytes)?;
     let mut n = 0;
     for i in 0..m.tensor_count() as u32 {
@@ -114,13 +189,10 @@ fn stored_params(bytes: &[u8]) -> Result<usize> {
 /// Prompts the card and report generate from.
 pub const PROMPTS: [&str; 3] = ["the cat ", "two dogs that ", "23+19="];
 
-/// Measures the GPT family in `dir` (`models/gpt`).
-pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
-    let onnx = dir.join("model.onnx");
-    let f32m = convert::convert(&onnx, &gpt_options(dir, QuantMode::F32)?)?;
-    let i8m = convert::convert(&onnx, &gpt_options(dir, QuantMode::Int8)?)?;
-    let params = stored_params(&f32m.bytes)?;
-
+/// `forward` of the converted f32 `.mote` (`f32_bytes`) against tract on `onnx` and against
+/// the golden logits of a causal LM in `dir` (`golden/{input,output}_k.npy`). Returns
+/// (max-abs vs tract, max-abs vs golden, tokens of the first golden input).
+pub(crate) fn golden_parity(onnx: &Path, f32_bytes: &[u8], dir: &Path) -> Result<(f32, f32, Vec<i64>)> {
     let (mut vs_tract, mut vs_candle) = (0f32, 0f32);
     let mut first_golden = None;
     for k in 0.. {
@@ -130,26 +202,43 @@ pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
         }
         let x = Array::read_npy(&x)?;
         let want = Array::read_npy(&y)?.to_f32();
-        let got = host::run(&f32m.bytes, "forward", std::slice::from_ref(&x))?.remove(0).to_f32();
-        let tract = verify::tract_reference(&onnx, std::slice::from_ref(&x))?.remove(0).to_f32();
+        let got = host::run(f32_bytes, "forward", std::slice::from_ref(&x))?.remove(0).to_f32();
+        let tract = verify::tract_reference(onnx, std::slice::from_ref(&x))?.remove(0).to_f32();
         vs_tract = vs_tract.max(max_abs(&got, &tract));
         vs_candle = vs_candle.max(max_abs(&got, &want));
         first_golden.get_or_insert(x);
     }
     let golden = first_golden.ok_or_else(|| anyhow!("{}: no golden inputs", dir.display()))?;
-    let Data::I64(golden_tokens) = &golden.data else { return Err(anyhow!("golden input must be integer tokens")) };
+    let Data::I64(golden_tokens) = golden.data else { return Err(anyhow!("golden input must be integer tokens")) };
+    Ok((vs_tract, vs_candle, golden_tokens))
+}
+
+/// Greedy generations of a converted causal LM on the host runtime, one per [`PROMPTS`].
+/// Like training, a prompt starts a new line; the sample ends at the next one.
+pub(crate) fn host_samples(bytes: &[u8]) -> Result<Vec<(String, String)>> {
+    let mut samples = Vec::new();
+    for p in PROMPTS {
+        let text = complete(bytes, &format!("\n{p}"), 48, &mut Sampler::greedy(), |_| {})?;
+        samples.push((p.to_string(), text.split('\n').next().unwrap_or("").to_string()));
+    }
+    Ok(samples)
+}
+
+/// Measures the GPT family in `dir` (`models/gpt`).
+pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
+    let onnx = dir.join("model.onnx");
+    let f32m = convert::convert(&onnx, &gpt_options(dir, QuantMode::F32)?)?;
+    let i8m = convert::convert(&onnx, &gpt_options(dir, QuantMode::Int8)?)?;
+    let params = stored_params(&f32m.bytes)?;
+
+    let (vs_tract, vs_candle, golden_tokens) = golden_parity(&onnx, &f32m.bytes, dir)?;
 
     let heldout = Array::read_npy(&dir.join("heldout.npy")).context("held-out windows")?;
     let e32: LmEval = eval::lm_eval(&f32m.bytes, &heldout)?;
     let e8: LmEval = eval::lm_eval(&i8m.bytes, &heldout)?;
 
     let committed = std::fs::read(dir.join("model.int8.mote")).unwrap_or_default();
-    let mut samples = Vec::new();
-    for p in PROMPTS {
-        // Like training, a prompt starts a new line; the sample ends at the next one.
-        let text = complete(&i8m.bytes, &format!("\n{p}"), 48, &mut Sampler::greedy(), |_| {})?;
-        samples.push((p.to_string(), text.split('\n').next().unwrap_or("").to_string()));
-    }
+    let samples = host_samples(&i8m.bytes)?;
     let forward_plan = |c: &convert::Converted| {
         c.plans
             .iter()
@@ -157,15 +246,16 @@ pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
             .map(|p| p.arena as f64 / p.lower_bound.max(1) as f64)
             .unwrap_or(0.0)
     };
+    let (flash_f32, flash_int8, arena_int8, lower_bound_int8, state_int8) = memory_figures(&f32m, &i8m);
     Ok(GptFigures {
         params,
-        flash_f32: f32m.bytes.len(),
-        flash_int8: i8m.bytes.len(),
-        arena_int8: i8m.inspection.arena_bytes,
-        lower_bound_int8: i8m.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0),
+        flash_f32,
+        flash_int8,
+        arena_int8,
+        lower_bound_int8,
         plan_ratio_f32: forward_plan(&f32m),
         plan_ratio_int8: forward_plan(&i8m),
-        state_int8: i8m.inspection.state_bytes,
+        state_int8,
         macs_per_token: i8m.inspection.entries.iter().find(|e| e.entry == "decode_step").map(|e| e.macs).unwrap_or(0),
         f32_vs_tract_max_abs: vs_tract,
         f32_vs_candle_max_abs: vs_candle,
@@ -173,8 +263,8 @@ pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
         loss_f32: e32.loss,
         loss_int8: e8.loss,
         top1_agreement: eval::top1_agreement(&e8, &e32),
-        decode_vs_forward_f32: decode_vs_forward(&f32m.bytes, golden_tokens)?,
-        decode_vs_forward_int8: decode_vs_forward(&i8m.bytes, golden_tokens)?,
+        decode_vs_forward_f32: decode_vs_forward(&f32m.bytes, &golden_tokens)?,
+        decode_vs_forward_int8: decode_vs_forward(&i8m.bytes, &golden_tokens)?,
         committed_int8_up_to_date: committed == i8m.bytes,
         samples,
     })

@@ -22,13 +22,14 @@ pub mod train;
 pub use card::write_gpt_card;
 pub use train::{train_gpt, GptReport, GptTrainOptions, Sample};
 
-use anyhow::{ensure, Result};
-use candle_core::{Tensor, Var};
+use anyhow::Result;
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::attention::{export_seq_len, Block, BlockDims};
-use super::layers::{export_tensor, Embedding, LayerNorm, Linear, Params, ZooLayer};
-use super::onnx_builder::{attr_int, DataType, Dim, GraphBuilder};
+use super::attention::{Block, BlockDims};
+use super::char_lm::{self, Embeddings, LmHead, OnnxInfo};
+use super::layers::{Params, ZooLayer};
+use super::onnx_builder::GraphBuilder;
 
 /// Architecture hyper-parameters.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -61,11 +62,9 @@ impl GptConfig {
 pub struct Gpt {
     cfg: GptConfig,
     params: Params,
-    tok: Embedding,
-    pos: Var,
+    emb: Embeddings,
     blocks: Vec<Block>,
-    ln_f: LayerNorm,
-    head: Linear,
+    head: LmHead,
 }
 
 impl Gpt {
@@ -74,15 +73,13 @@ impl Gpt {
         let mut p = Params::new(seed);
         let std = cfg.init_std;
         let out_std = std / (2.0 * cfg.n_layers as f64).sqrt();
-        let tok = Embedding::new(&mut p, "tok_emb", cfg.vocab, cfg.d_model, std)?;
-        let pos = p.normal("pos_emb.weight", &[cfg.max_seq, cfg.d_model], std, false)?;
+        let emb = Embeddings::new(&mut p, cfg.vocab, cfg.d_model, cfg.max_seq, std)?;
         let dims = BlockDims { d_model: cfg.d_model, n_heads: cfg.n_heads, d_ff: cfg.d_ff, max_seq: cfg.max_seq };
         let blocks = (0..cfg.n_layers)
             .map(|i| Block::new(&mut p, &format!("h.{i}"), dims, std, out_std))
             .collect::<Result<Vec<_>>>()?;
-        let ln_f = LayerNorm::new(&mut p, "ln_f", cfg.d_model, 1e-5)?;
-        let head = Linear::new(&mut p, "lm_head", cfg.d_model, cfg.vocab, std)?;
-        Ok(Self { cfg, params: p, tok, pos, blocks, ln_f, head })
+        let head = LmHead::new(&mut p, cfg.d_model, cfg.vocab, std)?;
+        Ok(Self { cfg, params: p, emb, blocks, head })
     }
 
     /// The architecture.
@@ -107,52 +104,28 @@ impl Gpt {
 
     /// Encodes the model as ONNX; `vocab` is the tokenizer string (id i = i-th char).
     pub fn export_onnx(&self, vocab: &str) -> Result<Vec<u8>> {
-        ensure!(
-            vocab.chars().count() == self.cfg.vocab,
-            "vocab string has {} symbols, model has {}",
-            vocab.chars().count(),
-            self.cfg.vocab
-        );
-        let mut g = GraphBuilder::new("mote_gpt");
-        let seq = Dim::Param("seq".into());
-        g.input("tokens", DataType::Int64, &[Dim::Fixed(1), seq.clone()]);
-        let logits = self.export(&mut g, "tokens")?;
-        g.output(&logits, DataType::Float, &[Dim::Fixed(1), seq, Dim::Fixed(self.cfg.vocab as i64)]);
-        g.metadata("mote.family", "gpt");
-        g.metadata("mote.tokenizer", &format!("chars:{vocab}"));
-        g.metadata("mote.max_seq", &self.cfg.max_seq.to_string());
-        Ok(g.finish())
+        let c = &self.cfg;
+        let info = OnnxInfo { graph: "mote_gpt", family: "gpt", vocab: c.vocab, max_seq: c.max_seq, extra: &[] };
+        char_lm::export_onnx(self, &info, vocab)
     }
 }
 
 impl ZooLayer for Gpt {
     fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        let (_, s) = ids.dims2()?;
-        let pos = self.pos.as_tensor().narrow(0, 0, s)?;
-        let mut x = self.tok.forward(ids)?.broadcast_add(&pos)?;
+        let mut x = self.emb.forward(ids)?;
         for b in &self.blocks {
             x = b.forward(&x)?;
         }
-        self.head.forward(&self.ln_f.forward(&x)?)
+        self.head.forward(&x)
     }
 
     /// Reads int64 `tokens [1, S]`; the output value is named `logits`.
     fn export(&self, g: &mut GraphBuilder, tokens: &str) -> Result<String> {
-        let x = self.tok.export(g, tokens)?;
-        let seq = export_seq_len(g, tokens);
-        let pos_w = export_tensor(g, "pos_emb.weight", &self.pos)?;
-        g.push_scope("pos_emb");
-        let zero = g.const_i64_scalar(0);
-        let one = g.const_i64_scalar(1);
-        let range = g.op("Range", &[&zero, &seq, &one], vec![]);
-        let pos = g.op("Gather", &[&pos_w, &range], vec![attr_int("axis", 0)]);
-        let mut x = g.op("Add", &[&x, &pos], vec![]);
-        g.pop_scope();
+        let mut x = self.emb.export(g, tokens)?;
         for b in &self.blocks {
             x = b.export(g, &x)?;
         }
-        let x = self.ln_f.export(g, &x)?;
-        self.head.export_as(g, &x, Some("logits"))
+        self.head.export(g, &x)
     }
 }
 

@@ -112,8 +112,19 @@ fn dims_i64(t: &Tensor) -> Vec<i64> {
 }
 
 /// Adds `t` as an f32 initializer named `name`.
+///
+/// Exporting the same parameter name again returns the first initializer, so a layer whose
+/// weights are shared across depth (ALBERT) is stored once in the ONNX file and every use
+/// reads the same initializer, as in a PyTorch export. Parameter names are unique per model,
+/// so a second export under the same name is always the same tensor.
 pub fn export_tensor(g: &mut GraphBuilder, name: &str, t: &Tensor) -> Result<String> {
-    Ok(g.initializer_f32(name, &dims_i64(t), &tensor_data(t)?))
+    let key = format!("param:{name}");
+    if let Some(existing) = g.lookup(&key) {
+        return Ok(existing);
+    }
+    let value = g.initializer_f32(name, &dims_i64(t), &tensor_data(t)?);
+    g.bind(&key, &value);
+    Ok(value)
 }
 
 /// Token embedding table `[vocab, dim]`; input ids of any shape, output `ids.shape + [dim]`.
@@ -128,6 +139,11 @@ impl Embedding {
     pub fn new(p: &mut Params, name: &str, vocab: usize, dim: usize, std: f64) -> Result<Self> {
         let weight = p.normal(&format!("{name}.weight"), &[vocab, dim], std, false)?;
         Ok(Self { name: name.to_string(), weight })
+    }
+
+    /// The `[vocab, dim]` table (e.g. for an output layer tied to it).
+    pub fn weight(&self) -> &Var {
+        &self.weight
     }
 }
 

@@ -11,13 +11,23 @@
 //! ```
 
 pub mod attention;
+pub mod bert;
+mod card_md;
+mod char_lm;
 pub mod corpus;
+pub mod encoder;
 pub mod gpt;
 pub mod layers;
+pub mod lm_eval;
 pub mod onnx_builder;
 pub mod rng;
+pub mod switch;
+pub mod t5;
 pub mod tract_run;
+mod trainer;
+pub mod xl;
 
+pub use bert::{train_mlm, write_mlm_card, MlmFamily, MlmReport, MlmTrainOptions};
 pub use gpt::{train_gpt, write_gpt_card, GptReport, GptTrainOptions};
 pub use layers::ZooLayer;
 pub use onnx_builder::GraphBuilder;

@@ -13,21 +13,16 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::train::GptReport;
-
-/// Shows control characters in a vocabulary or sample readably.
-fn visible(s: &str) -> String {
-    s.replace('\n', "⏎")
-}
+use crate::zoo::card_md::{agreement_row, heldout_losses, onnx_row, push_extra, samples_list, visible, write_card};
 
 /// Renders the card text (without writing it).
 pub fn render_gpt_card(r: &GptReport, extra_markdown: &str) -> String {
     let c = &r.config;
     let o = &r.options;
     let mut s = String::new();
-    let bits = |nats: f64| nats / std::f64::consts::LN_2;
     let _ = writeln!(s, "# gpt — character-level decoder-only Transformer LM\n");
     let _ = writeln!(
         s,
@@ -78,43 +73,14 @@ pub fn render_gpt_card(r: &GptReport, extra_markdown: &str) -> String {
          seed {}. Wall time {:.0} s on the host CPU. Smoothed final train loss {:.3} nats/char.\n",
         o.weight_decay, o.lr, o.warmup, r.steps, o.batch_size, c.max_seq, o.seed, r.train_seconds, r.final_train_loss
     );
-    let _ = writeln!(s, "## Metrics (held-out)\n");
-    let _ = writeln!(
-        s,
-        "Scored on {} held-out characters ({} windows of {}).\n",
-        r.heldout_tokens,
-        r.heldout_tokens / c.max_seq.max(1),
-        c.max_seq
-    );
-    let _ = writeln!(s, "| model | nats/char | bits/char |\n|---|---|---|");
-    for (name, v) in [
-        ("unigram baseline (train char frequencies)", r.unigram_loss),
-        ("bigram baseline (add-one smoothed)", r.bigram_loss),
-        ("**gpt (candle, f32)**", r.heldout_loss),
-    ] {
-        let _ = writeln!(s, "| {name} | {v:.4} | {:.4} |", bits(v));
-    }
-    let _ = writeln!(s);
-    let _ = writeln!(s, "| task probe | result |\n|---|---|");
-    let _ = writeln!(
-        s,
-        "| agreement across a relative clause (correct verb form more likely; chance 50%) | \
-         {:.1}% of {} |",
-        100.0 * r.agreement_accuracy,
-        r.agreement_probes
-    );
+    let losses = (r.unigram_loss, r.bigram_loss, r.heldout_loss);
+    heldout_losses(&mut s, "**gpt (candle, f32)**", r.heldout_tokens, c.max_seq, losses);
+    agreement_row(&mut s, r.agreement_accuracy, r.agreement_probes);
     let _ = writeln!(s, "| `a+b=` completed exactly (greedy) | {:.1}% of {} |", 100.0 * r.sum_accuracy, r.sum_probes);
-    let _ = writeln!(
-        s,
-        "| exported ONNX in tract vs candle, max abs logit difference on golden inputs | {:.2e} |\n",
-        r.onnx_vs_candle_max_abs
-    );
+    onnx_row(&mut s, r.onnx_vs_candle_max_abs);
     let _ = writeln!(s, "## Samples\n");
     let _ = writeln!(s, "Sampling: {}.\n", r.sampling);
-    for smp in &r.samples {
-        let _ = writeln!(s, "- `{}` → `{}`", visible(&smp.prompt), visible(&smp.completion));
-    }
-    let _ = writeln!(s);
+    samples_list(&mut s, &r.samples);
     let _ = writeln!(s, "## Files\n");
     let _ = writeln!(
         s,
@@ -127,17 +93,12 @@ pub fn render_gpt_card(r: &GptReport, extra_markdown: &str) -> String {
         m1 = c.max_seq + 1,
         v = c.vocab
     );
-    s.push_str(extra_markdown);
-    if !extra_markdown.is_empty() && !extra_markdown.ends_with('\n') {
-        s.push('\n');
-    }
+    push_extra(&mut s, extra_markdown);
     s
 }
 
 /// Writes `card.md` into `out_dir`, appending `extra_markdown` (e.g. the converter's int8
 /// figures).
 pub fn write_gpt_card(out_dir: &Path, report: &GptReport, extra_markdown: &str) -> Result<()> {
-    let path = out_dir.join("card.md");
-    std::fs::write(&path, render_gpt_card(report, extra_markdown))
-        .with_context(|| format!("writing {}", path.display()))
+    write_card(out_dir, &render_gpt_card(report, extra_markdown))
 }

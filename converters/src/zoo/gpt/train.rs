@@ -9,20 +9,18 @@
 //! ```
 
 use std::path::Path;
-use std::time::Instant;
 
-use anyhow::{Context, Result};
-use candle_core::{Device, Tensor, D};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::Result;
+use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use super::{Gpt, GptConfig};
-use crate::array::Array;
-use crate::zoo::corpus::{self, Vocab, SEPARATOR};
-use crate::zoo::layers::tensor_data;
+use crate::zoo::corpus::Vocab;
+use crate::zoo::lm_eval::{agreement, baselines, corpus_ids, eval_windows, ids_tensor, samples, sums, write_artefacts};
 use crate::zoo::rng::SplitMix64;
-use crate::zoo::tract_run::run_tract_i64;
+use crate::zoo::trainer::{random_windows, Curve, Schedule, Trainer};
+
+pub use crate::zoo::lm_eval::greedy;
 
 /// Training budget and settings. `Default` is the real zoo budget.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -120,40 +118,26 @@ pub struct GptReport {
     pub onnx_vs_candle_max_abs: f32,
 }
 
-const SAMPLE_PROMPTS: [&str; 3] = ["the cat ", "two dogs that ", "23+19="];
-
 /// Trains the zoo GPT and writes `model.onnx`, `golden/`, `heldout.npy` and `calib/` to
 /// `out_dir`.
 pub fn train_gpt(out_dir: &Path, opts: &GptTrainOptions) -> Result<GptReport> {
     let vocab = Vocab::standard();
-    let train_ids =
-        vocab.encode(&corpus::generate(corpus::TRAIN_SEED, opts.train_chars)).context("train corpus outside vocab")?;
-    let held_ids = vocab
-        .encode(&corpus::generate(corpus::HELDOUT_SEED, opts.heldout_chars))
-        .context("held-out corpus outside vocab")?;
+    let (train_ids, held_ids) = corpus_ids(&vocab, opts.train_chars, opts.heldout_chars)?;
     let cfg = GptConfig::new(vocab.len());
     let win = cfg.max_seq + 1;
     let gpt = Gpt::new(cfg, opts.seed)?;
 
     let (train_seconds, final_train_loss, loss_curve) = train_loop(&gpt, &train_ids, opts)?;
 
-    // Held-out windows at evenly spaced offsets.
-    let stride = (held_ids.len() - win) / opts.eval_windows.max(1);
-    let eval: Vec<&[u32]> = (0..opts.eval_windows).map(|i| &held_ids[i * stride..i * stride + win]).collect();
+    let eval = eval_windows(&held_ids, win, opts.eval_windows);
     let heldout_loss = mean_nll(&gpt, &eval)?;
     let (unigram_loss, bigram_loss) = baselines(&train_ids, &eval, vocab.len());
     let (agreement_accuracy, agreement_probes) = agreement(&gpt, &vocab)?;
     let (sum_accuracy, sum_probes) = sums(&gpt, &vocab)?;
-    let samples = SAMPLE_PROMPTS
-        .iter()
-        .map(|p| {
-            let completion = greedy(&gpt, &vocab, &format!("{SEPARATOR}{p}"), 48)?;
-            Ok(Sample { prompt: p.to_string(), completion })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let samples = samples(&gpt, &vocab)?;
 
     let onnx = gpt.export_onnx(&vocab.as_string())?;
-    let onnx_vs_candle_max_abs = write_artefacts(out_dir, &gpt, &onnx, &eval, &train_ids, opts)?;
+    let onnx_vs_candle_max_abs = write_artefacts(out_dir, &gpt, &onnx, &eval, &train_ids, opts.seed)?;
 
     Ok(GptReport {
         family: "gpt".into(),
@@ -181,12 +165,6 @@ pub fn train_gpt(out_dir: &Path, opts: &GptTrainOptions) -> Result<GptReport> {
     })
 }
 
-fn ids_tensor(rows: &[&[u32]]) -> candle_core::Result<Tensor> {
-    let s = rows.first().map_or(0, |r| r.len());
-    let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-    Tensor::from_vec(flat, (rows.len(), s), &Device::Cpu)
-}
-
 /// Cross-entropy of next-char prediction over `(inputs, targets)` windows.
 fn batch_loss(gpt: &Gpt, windows: &[&[u32]]) -> candle_core::Result<Tensor> {
     let s = windows[0].len() - 1;
@@ -197,54 +175,25 @@ fn batch_loss(gpt: &Gpt, windows: &[&[u32]]) -> candle_core::Result<Tensor> {
     candle_nn::loss::cross_entropy(&logits.reshape((windows.len() * s, v))?, &ids_tensor(&targets)?.flatten_all()?)
 }
 
-fn lr_at(step: usize, opts: &GptTrainOptions) -> f64 {
-    if step < opts.warmup {
-        return opts.lr * (step + 1) as f64 / opts.warmup as f64;
-    }
-    let t = (step - opts.warmup) as f64 / (opts.steps - opts.warmup).max(1) as f64;
-    opts.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
-}
-
-type Curve = Vec<(usize, f64)>;
-
 fn train_loop(gpt: &Gpt, train: &[u32], opts: &GptTrainOptions) -> Result<(f64, f64, Curve)> {
     let win = gpt.config().max_seq + 1;
-    let adam =
-        |vars, wd| AdamW::new(vars, ParamsAdamW { lr: opts.lr, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: wd });
-    let mut opt_decay = adam(gpt.params().vars(true), opts.weight_decay)?;
-    let mut opt_plain = adam(gpt.params().vars(false), 0.0)?;
-    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(opts.steps as u64) };
-    pb.set_style(ProgressStyle::with_template("gpt {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")?);
+    let sched = Schedule {
+        steps: opts.steps,
+        warmup: opts.warmup,
+        lr: opts.lr,
+        weight_decay: opts.weight_decay,
+        quiet: opts.quiet,
+    };
+    let mut t = Trainer::new(gpt.params(), "gpt", sched)?;
     let mut rng = SplitMix64::new(opts.seed ^ 0xba7c_0000);
-    let mut ema = f64::NAN;
-    let mut curve = Vec::new();
-    let every = (opts.steps / 20).max(1);
-    let start = Instant::now();
     for step in 0..opts.steps {
-        let lr = lr_at(step, opts);
-        opt_decay.set_learning_rate(lr);
-        opt_plain.set_learning_rate(lr);
-        let batch: Vec<&[u32]> = (0..opts.batch_size)
-            .map(|_| {
-                let o = rng.below(train.len() - win);
-                &train[o..o + win]
-            })
-            .collect();
+        let lr = t.set_lr(step);
+        let batch = random_windows(&mut rng, train, win, opts.batch_size);
         let loss = batch_loss(gpt, &batch)?;
-        let grads = loss.backward()?;
-        opt_decay.step(&grads)?;
-        opt_plain.step(&grads)?;
-        let l = loss.to_scalar::<f32>()? as f64;
-        ema = if ema.is_nan() { l } else { 0.98 * ema + 0.02 * l };
-        if (step + 1) % every == 0 || step + 1 == opts.steps {
-            curve.push((step + 1, ema));
-        }
-        pb.set_message(format!("loss {ema:.3} lr {lr:.2e}"));
-        pb.inc(1);
+        t.apply(&loss)?;
+        t.record(step, loss.to_scalar::<f32>()? as f64, lr, "");
     }
-    let secs = start.elapsed().as_secs_f64();
-    pb.finish_with_message(format!("loss {ema:.3} in {secs:.0}s"));
-    Ok((secs, ema, curve))
+    Ok(t.finish(""))
 }
 
 /// Mean next-char NLL (nats) over windows of `max_seq + 1` ids.
@@ -254,124 +203,6 @@ fn mean_nll(gpt: &Gpt, windows: &[&[u32]]) -> Result<f64> {
         total += batch_loss(gpt, chunk)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
     }
     Ok(total / windows.len() as f64)
-}
-
-/// (unigram, bigram) cross-entropy of train statistics on the windows' targets.
-fn baselines(train: &[u32], windows: &[&[u32]], v: usize) -> (f64, f64) {
-    let mut uni = vec![1.0f64; v];
-    let mut bi = vec![1.0f64; v * v];
-    for w in train.windows(2) {
-        uni[w[1] as usize] += 1.0;
-        bi[w[0] as usize * v + w[1] as usize] += 1.0;
-    }
-    let uni_total: f64 = uni.iter().sum();
-    let row_totals: Vec<f64> = bi.chunks(v).map(|r| r.iter().sum()).collect();
-    let (mut u, mut b, mut n) = (0.0, 0.0, 0.0);
-    for w in windows {
-        for pair in w.windows(2) {
-            let (p, c) = (pair[0] as usize, pair[1] as usize);
-            u -= (uni[c] / uni_total).ln();
-            b -= (bi[p * v + c] / row_totals[p]).ln();
-            n += 1.0;
-        }
-    }
-    (u / n, b / n)
-}
-
-/// Log-probability of `cont` after `prefix` (context truncated on the left to fit).
-fn logprob(gpt: &Gpt, vocab: &Vocab, prefix: &str, cont: &str) -> Result<f64> {
-    let p = vocab.encode(prefix).context("prefix outside vocab")?;
-    let c = vocab.encode(cont).context("continuation outside vocab")?;
-    let mut ids: Vec<u32> = p.iter().chain(&c).copied().collect();
-    ids.pop();
-    let skip = ids.len().saturating_sub(gpt.config().max_seq);
-    let ids = &ids[skip..];
-    let logits = gpt.logits(&ids_tensor(&[ids])?)?.squeeze(0)?;
-    let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
-    let first = ids.len() - c.len();
-    Ok(c.iter().enumerate().map(|(i, &t)| lp[first + i][t as usize] as f64).sum())
-}
-
-fn agreement(gpt: &Gpt, vocab: &Vocab) -> Result<(f64, usize)> {
-    let probes = corpus::agreement_probes(corpus::PROBE_SEED, 200);
-    let mut ok = 0;
-    for p in &probes {
-        if logprob(gpt, vocab, &p.prefix, &p.good)? > logprob(gpt, vocab, &p.prefix, &p.bad)? {
-            ok += 1;
-        }
-    }
-    Ok((ok as f64 / probes.len() as f64, probes.len()))
-}
-
-fn sums(gpt: &Gpt, vocab: &Vocab) -> Result<(f64, usize)> {
-    let probes = corpus::sum_probes(corpus::PROBE_SEED, 100);
-    let mut ok = 0;
-    for (prompt, answer) in &probes {
-        let mut out = greedy(gpt, vocab, prompt, 4)?;
-        if let Some(i) = out.find(';') {
-            out.truncate(i + 1);
-        }
-        ok += usize::from(&out == answer);
-    }
-    Ok((ok as f64 / probes.len() as f64, probes.len()))
-}
-
-/// Greedy continuation of `prompt`, stopping at the separator or after `max_new` chars.
-pub fn greedy(gpt: &Gpt, vocab: &Vocab, prompt: &str, max_new: usize) -> Result<String> {
-    let mut ids = vocab.encode(prompt).context("prompt outside vocab")?;
-    let mut out = Vec::new();
-    for _ in 0..max_new {
-        let skip = ids.len().saturating_sub(gpt.config().max_seq);
-        let logits = gpt.logits(&ids_tensor(&[&ids[skip..]])?)?.squeeze(0)?;
-        let last = logits.get(logits.dim(0)? - 1)?;
-        let next = last.argmax(0)?.to_scalar::<u32>()?;
-        if vocab.chars()[next as usize] == SEPARATOR {
-            break;
-        }
-        ids.push(next);
-        out.push(next);
-    }
-    Ok(vocab.decode(&out))
-}
-
-/// Writes the ONNX model and the `.npy` sets; returns the tract-vs-candle golden difference.
-fn write_artefacts(
-    out: &Path,
-    gpt: &Gpt,
-    onnx: &[u8],
-    eval: &[&[u32]],
-    train: &[u32],
-    opts: &GptTrainOptions,
-) -> Result<f32> {
-    let s = gpt.config().max_seq;
-    let v = gpt.config().vocab;
-    for d in ["golden", "calib"] {
-        std::fs::create_dir_all(out.join(d)).with_context(|| format!("creating {}", out.join(d).display()))?;
-    }
-    std::fs::write(out.join("model.onnx"), onnx)?;
-    let to_i64 = |w: &[u32]| w.iter().map(|&x| x as i64).collect::<Vec<i64>>();
-    let mut max_diff = 0f32;
-    for (i, w) in eval.iter().take(4).enumerate() {
-        let input = to_i64(&w[..s]);
-        let t = Tensor::from_vec(input.clone(), (1, s), &Device::Cpu)?;
-        let logits = tensor_data(&gpt.logits(&t)?)?;
-        Array::i64(vec![1, s], input.clone()).write_npy(&out.join(format!("golden/input_{i}.npy")))?;
-        Array::f32(vec![1, s, v], logits.clone()).write_npy(&out.join(format!("golden/output_{i}.npy")))?;
-        let (_, got) = run_tract_i64(onnx, &input, &[1, s])?;
-        for (a, b) in logits.iter().zip(&got) {
-            max_diff = max_diff.max((a - b).abs());
-        }
-    }
-    let rows: Vec<i64> = eval.iter().take(20).flat_map(|w| to_i64(w)).collect();
-    let n_rows = rows.len() / (s + 1);
-    Array::i64(vec![n_rows, s + 1], rows).write_npy(&out.join("heldout.npy"))?;
-    let mut rng = SplitMix64::new(opts.seed ^ 0xca11b);
-    for i in 0..8 {
-        let o = rng.below(train.len() - s);
-        let calib = to_i64(&train[o..o + s]);
-        Array::i64(vec![1, s], calib).write_npy(&out.join(format!("calib/input_{i}.npy")))?;
-    }
-    Ok(max_diff)
 }
 
 #[cfg(test)]

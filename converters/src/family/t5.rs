@@ -1,0 +1,276 @@
+//! Figures of the T5 prefix-LM family measured through the converter and the runtime: parity
+//! with tract, greedy text-to-text accuracy f32 vs int8 (KV-cached `prefill` + `decode_step`),
+//! incremental decoding against the full pass, memory.
+//!
+//! ```no_run
+//! let f = mote_converters::family::evaluate_t5(std::path::Path::new("models/t5"))?;
+//! assert!(f.exact_int8 > f.baseline_exact);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+use super::{bounds_of, max_abs, memory_figures, stored_params, FamilyFigures, TaskMetric};
+use crate::array::{Array, Data};
+use crate::convert::{self, Calibration, Options};
+use crate::emit::dtypes::QuantMode;
+use crate::host;
+use crate::import::OnnxModel;
+use crate::ir::IrOp;
+use crate::verify;
+use crate::zoo::t5::task::{self, Example, PROMPT_LEN};
+use crate::zoo::t5::T5Report;
+use anyhow::{anyhow, bail, Context, Result};
+use mote::ops::{MaskMode, PositionBias};
+use serde::Serialize;
+use std::path::Path;
+
+/// Everything measured about a T5 folder.
+#[derive(Debug, Clone, Serialize)]
+pub struct T5Figures {
+    /// Real-valued weights stored in the f32 file.
+    pub params: usize,
+    /// f32 file bytes.
+    pub flash_f32: usize,
+    /// int8 file bytes.
+    pub flash_int8: usize,
+    /// int8 arena bytes (peak over entries).
+    pub arena_int8: usize,
+    /// Largest per-entry lower bound of the int8 plan.
+    pub lower_bound_int8: usize,
+    /// KV-cache state bytes (int8).
+    pub state_int8: usize,
+    /// MACs of one `decode_step` (full cache bound).
+    pub macs_per_token: u64,
+    /// Fused `Attention` ops with the prefix mask and the bucketed bias, per entry
+    /// (`forward`, `prefill`, `decode_step`) of the int8 file.
+    pub fused_prefix_bias_ops: Vec<(String, usize)>,
+    /// f32 `.mote` against tract on the golden inputs, max-abs.
+    pub f32_vs_tract_max_abs: f32,
+    /// f32 `.mote` against candle's golden logits, max-abs.
+    pub f32_vs_candle_max_abs: f32,
+    /// Held-out probes scored.
+    pub heldout_examples: usize,
+    /// Exact match of greedy answers, f32 file.
+    pub exact_f32: f64,
+    /// Exact match of greedy answers, int8 file.
+    pub exact_int8: f64,
+    /// Token accuracy, f32 file.
+    pub token_f32: f64,
+    /// Token accuracy, int8 file.
+    pub token_int8: f64,
+    /// Copy-the-input baseline, exact match.
+    pub baseline_exact: f64,
+    /// Copy-the-input baseline, token accuracy.
+    pub baseline_token: f64,
+    /// `prefill` + `decode_step` logits vs the `forward` pass, f32 (max-abs over answer positions).
+    pub decode_vs_forward_f32: f32,
+    /// The same for int8 (0 means bit-exact).
+    pub decode_vs_forward_int8: f32,
+    /// Whether the committed `model.int8.mote` equals a fresh conversion byte for byte.
+    pub committed_int8_up_to_date: bool,
+    /// Greedy int8 samples `(prompt, answer)`.
+    pub samples: Vec<(String, String)>,
+}
+
+impl T5Figures {
+    /// The report row: task metric = exact match of greedy answers (%).
+    pub fn summary(&self) -> FamilyFigures {
+        FamilyFigures {
+            params: self.params,
+            flash_f32: self.flash_f32,
+            flash_int8: self.flash_int8,
+            arena_int8: self.arena_int8,
+            lower_bound_int8: self.lower_bound_int8,
+            state_int8: self.state_int8,
+            macs_per_token: self.macs_per_token,
+            f32_vs_tract_max_abs: self.f32_vs_tract_max_abs,
+            metric: TaskMetric {
+                name: "exact match %".into(),
+                f32: 100.0 * self.exact_f32,
+                int8: 100.0 * self.exact_int8,
+            },
+            committed_int8_up_to_date: self.committed_int8_up_to_date,
+        }
+    }
+}
+
+/// Options for converting a zoo T5 (the `prefill` and `decode_step` entries come from the
+/// model's `mote.prefill` metadata and its prefix-LM attention).
+pub fn t5_options(dir: &Path, quant: QuantMode) -> Result<Options> {
+    let bounds = bounds_of(&OnnxModel::load(&dir.join("model.onnx"))?)?;
+    Ok(Options { quant, bounds, calibration: Some(Calibration::Dir(dir.join("calib"))), decode: true })
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0
+}
+
+/// Runs `prefill` on the prompt then `decode_step` on each of `forced` (teacher forcing) or,
+/// when `forced` is `None`, on its own greedy choices until `.`; returns the generated ids
+/// and the logits of every step (the prefill's last row first).
+pub fn decode(
+    bytes: &[u8],
+    prompt: &[i64],
+    forced: Option<&[i64]>,
+    max_new: usize,
+) -> Result<(Vec<i64>, Vec<Vec<f32>>)> {
+    let model = mote::Model::parse(bytes)?;
+    let pre = model.entry_by_name("prefill").map_err(|_| anyhow!("the model has no prefill entry"))?;
+    let step = model.entry_by_name("decode_step").map_err(|_| anyhow!("the model has no decode_step entry"))?;
+    let mut mem = host::Memory::for_model(&model);
+    let mut s = mote::Session::new(&model, &mut mem.arena, &mut mem.state)?;
+    let p = [prompt.len() as i32];
+    let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
+    s.set_input_i32(pre, 0, &ids)?;
+    s.set_input_i32(pre, 1, &p)?;
+    s.run(pre)?;
+    let out = model.tensor(model.entry_output(pre, 0)?)?.desc.shape.numel();
+    let mut all = vec![0f32; out];
+    s.output_f32(pre, 0, &mut all)?;
+    let v = out / prompt.len();
+    let mut logits = vec![all[out - v..].to_vec()];
+    let mut generated = Vec::new();
+    let mut row = vec![0f32; v];
+    for k in 0..max_new {
+        let next = match forced {
+            Some(f) if k < f.len() => f[k],
+            Some(_) => break,
+            None => {
+                let t = argmax(logits.last().map_or(&row[..], |l| &l[..])) as i64;
+                if task::decode(&[t as u32]) == "." {
+                    break;
+                }
+                t
+            }
+        };
+        generated.push(next);
+        s.set_input_i32(step, 0, &[next as i32])?;
+        s.set_input_i32(step, 1, &p)?;
+        s.run(step)?;
+        s.output_f32(step, 0, &mut row)?;
+        logits.push(row.clone());
+    }
+    Ok((generated, logits))
+}
+
+/// Greedy answers of a `.mote` file for the examples (KV-cached decoding on the host runtime).
+pub fn greedy_answers(bytes: &[u8], examples: &[Example]) -> Result<Vec<String>> {
+    examples
+        .iter()
+        .map(|e| {
+            let prompt: Vec<i64> =
+                task::encode(&e.prompt()).context("prompt outside vocab")?.iter().map(|&t| t as i64).collect();
+            let (ids, _) = decode(bytes, &prompt, None, task::MAX_LEN + 1)?;
+            Ok(task::decode(&ids.iter().map(|&t| t as u32).collect::<Vec<_>>()))
+        })
+        .collect()
+}
+
+/// Max-abs difference between the `forward` logits of a golden sequence and the logits of
+/// `prefill` + teacher-forced `decode_step` at the same positions (prompt end onwards).
+pub fn decode_vs_forward(bytes: &[u8], tokens: &[i64]) -> Result<f32> {
+    let n = tokens.len();
+    let full =
+        host::run(bytes, "forward", &[Array::i64(vec![1, n], tokens.to_vec()), prefix_array()])?.remove(0).to_f32();
+    let v = full.len() / n;
+    let (_, steps) = decode(bytes, &tokens[..PROMPT_LEN], Some(&tokens[PROMPT_LEN..n - 1]), n)?;
+    let mut worst = 0f32;
+    for (k, l) in steps.iter().enumerate() {
+        let p = PROMPT_LEN - 1 + k;
+        worst = worst.max(max_abs(l, &full[p * v..(p + 1) * v]));
+    }
+    Ok(worst)
+}
+
+fn prefix_array() -> Array {
+    Array::i64(vec![1], vec![PROMPT_LEN as i64])
+}
+
+/// Attention ops with `MaskMode::Prefix` and `PositionBias::Buckets`, per entry of a conversion.
+pub fn fused_prefix_bias_ops(onnx: &Path, opts: &Options) -> Result<Vec<(String, usize)>> {
+    let model = OnnxModel::load(onnx)?;
+    let mut out = Vec::new();
+    for (name, seq) in
+        [("forward", opts.bounds.values().copied().max().unwrap_or(1)), ("prefill", PROMPT_LEN), ("decode_step", 1)]
+    {
+        let bounds = opts.bounds.keys().map(|k| (k.clone(), seq)).collect();
+        let mut g = model.instantiate(&bounds)?;
+        crate::passes::run_all(&mut g)?;
+        let n = g
+            .nodes
+            .iter()
+            .filter(|n| {
+                matches!(&n.op, IrOp::Rt(mote::Op::Attention(a))
+                    if a.mask == MaskMode::Prefix && matches!(a.bias, PositionBias::Buckets { .. }))
+            })
+            .count();
+        out.push((name.to_string(), n));
+    }
+    Ok(out)
+}
+
+/// Measures the T5 family in `dir` (`models/t5`).
+pub fn evaluate_t5(dir: &Path) -> Result<T5Figures> {
+    let onnx = dir.join("model.onnx");
+    let report = T5Report::read(dir)?;
+    let o8 = t5_options(dir, QuantMode::Int8)?;
+    let f32m = convert::convert(&onnx, &t5_options(dir, QuantMode::F32)?)?;
+    let i8m = convert::convert(&onnx, &o8)?;
+    let params = stored_params(&f32m.bytes)?;
+
+    let (mut vs_tract, mut vs_candle) = (0f32, 0f32);
+    let mut goldens = Vec::new();
+    for k in 0.. {
+        let x = dir.join(format!("golden/g{k}.tokens.npy"));
+        if !x.exists() {
+            break;
+        }
+        let inputs = [Array::read_npy(&x)?, Array::read_npy(&dir.join(format!("golden/g{k}.prefix_len.npy")))?];
+        let want = Array::read_npy(&dir.join(format!("golden/g{k}.logits.npy")))?.to_f32();
+        let got = host::run(&f32m.bytes, "forward", &inputs)?.remove(0).to_f32();
+        let tract = verify::tract_reference(&onnx, &inputs)?.remove(0).to_f32();
+        vs_tract = vs_tract.max(max_abs(&got, &tract));
+        vs_candle = vs_candle.max(max_abs(&got, &want));
+        let Data::I64(t) = &inputs[0].data else { bail!("golden tokens must be integers") };
+        goldens.push(t.clone());
+    }
+    if goldens.is_empty() {
+        bail!("{}: no golden inputs", dir.display());
+    }
+    let held = task::examples(task::HELDOUT_SEED, report.heldout_examples);
+    let a32 = greedy_answers(&f32m.bytes, &held)?;
+    let a8 = greedy_answers(&i8m.bytes, &held)?;
+    let (exact_f32, token_f32) = task::score(&held, &a32);
+    let (exact_int8, token_int8) = task::score(&held, &a8);
+    let copies: Vec<String> = held.iter().map(|e| e.src.clone()).collect();
+    let (baseline_exact, baseline_token) = task::score(&held, &copies);
+    let (mut d32, mut d8) = (0f32, 0f32);
+    for t in &goldens {
+        d32 = d32.max(decode_vs_forward(&f32m.bytes, t)?);
+        d8 = d8.max(decode_vs_forward(&i8m.bytes, t)?);
+    }
+    let committed = std::fs::read(dir.join("model.int8.mote")).unwrap_or_default();
+    let (flash_f32, flash_int8, arena_int8, lower_bound_int8, state_int8) = memory_figures(&f32m, &i8m);
+    Ok(T5Figures {
+        params,
+        flash_f32,
+        flash_int8,
+        arena_int8,
+        lower_bound_int8,
+        state_int8,
+        macs_per_token: i8m.inspection.entries.iter().find(|e| e.entry == "decode_step").map(|e| e.macs).unwrap_or(0),
+        fused_prefix_bias_ops: fused_prefix_bias_ops(&onnx, &o8)?,
+        f32_vs_tract_max_abs: vs_tract,
+        f32_vs_candle_max_abs: vs_candle,
+        heldout_examples: held.len(),
+        exact_f32,
+        exact_int8,
+        token_f32,
+        token_int8,
+        baseline_exact,
+        baseline_token,
+        decode_vs_forward_f32: d32,
+        decode_vs_forward_int8: d8,
+        committed_int8_up_to_date: committed == i8m.bytes,
+        samples: held.iter().zip(&a8).take(6).map(|(e, a)| (e.prompt(), a.clone())).collect(),
+    })
+}
