@@ -83,16 +83,8 @@ fn reference(a: &Attention, q: &T, k: &T, v: &T, x: &Extras) -> Vec<f64> {
                     }
                 };
                 let scores: Vec<f64> = seen.iter().map(|&j| score(j)).collect();
-                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let total: f64 = scores.iter().map(|x| (x - max).exp()).sum();
-                for d in 0..dh {
-                    let y: f64 = seen
-                        .iter()
-                        .zip(&scores)
-                        .map(|(&j, x)| (x - max).exp() / total * at(&vv, bi * skv + j, d))
-                        .sum();
-                    out[(bi * sq + s) * hd + hi * dh + d] = y;
-                }
+                let row = (bi * sq + s) * hd + hi * dh;
+                softmax_mix(&seen, &scores, |j, d| at(&vv, bi * skv + j, d), &mut out[row..row + dh]);
             }
         }
     }

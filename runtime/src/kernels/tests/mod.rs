@@ -118,6 +118,16 @@ pub(super) fn run_in_place(op: &Op, inputs: &[&T], which: usize, out: Desc) -> R
     Ok(T { desc: out, bytes, scales: None })
 }
 
+/// Naive attention output of one row: `softmax(scores)`-weighted sum of `value(j, d)` over the
+/// visible keys `seen`, written to `out[d]` (in f64; zero if nothing is visible).
+pub(super) fn softmax_mix(seen: &[usize], scores: &[f64], value: impl Fn(usize, usize) -> f64, out: &mut [f64]) {
+    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let total: f64 = scores.iter().map(|x| (x - max).exp()).sum();
+    for (d, y) in out.iter_mut().enumerate() {
+        *y = seen.iter().zip(scores).map(|(&j, x)| (x - max).exp() / total * value(j, d)).sum();
+    }
+}
+
 /// Deterministic xorshift generator.
 pub(super) struct Rng(pub u64);
 
