@@ -26,6 +26,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod backend;
+pub mod beam;
 pub mod error;
 pub mod format;
 pub mod generate;
