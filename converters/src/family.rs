@@ -13,6 +13,25 @@ use mote::generate::Sampler;
 use serde::Serialize;
 use std::path::Path;
 
+/// The [`FamilyFigures`] row of a figures struct `$f` that has the common memory, parity and
+/// freshness fields, given its MACs per token and its task metric.
+macro_rules! family_row {
+    ($f:expr, $macs:expr, $metric:expr) => {
+        $crate::family::FamilyFigures {
+            params: $f.params,
+            flash_f32: $f.flash_f32,
+            flash_int8: $f.flash_int8,
+            arena_int8: $f.arena_int8,
+            lower_bound_int8: $f.lower_bound_int8,
+            state_int8: $f.state_int8,
+            macs_per_token: $macs,
+            f32_vs_tract_max_abs: $f.f32_vs_tract_max_abs,
+            metric: $metric,
+            committed_int8_up_to_date: $f.committed_int8_up_to_date,
+        }
+    };
+}
+
 pub mod mlm;
 pub mod switch;
 pub mod t5;
@@ -116,18 +135,11 @@ pub struct GptFigures {
 impl GptFigures {
     /// The report row: task metric = held-out next-char loss.
     pub fn summary(&self) -> FamilyFigures {
-        FamilyFigures {
-            params: self.params,
-            flash_f32: self.flash_f32,
-            flash_int8: self.flash_int8,
-            arena_int8: self.arena_int8,
-            lower_bound_int8: self.lower_bound_int8,
-            state_int8: self.state_int8,
-            macs_per_token: self.macs_per_token,
-            f32_vs_tract_max_abs: self.f32_vs_tract_max_abs,
-            metric: TaskMetric { name: "loss nats/char".into(), f32: self.loss_f32, int8: self.loss_int8 },
-            committed_int8_up_to_date: self.committed_int8_up_to_date,
-        }
+        family_row!(
+            self,
+            self.macs_per_token,
+            TaskMetric { name: "loss nats/char".into(), f32: self.loss_f32, int8: self.loss_int8 }
+        )
     }
 }
 
@@ -143,10 +155,16 @@ pub(crate) fn bounds_of(onnx: &OnnxModel) -> Result<Bounds> {
     Ok(onnx.symbols.iter().map(|s| (s.clone(), max)).collect())
 }
 
+/// Options for converting the zoo model in `dir`: symbols bounded by its `mote.max_seq`,
+/// calibration from `calib/`, decode entries when `decode`.
+pub(crate) fn zoo_options(dir: &Path, quant: QuantMode, decode: bool) -> Result<Options> {
+    let bounds = bounds_of(&OnnxModel::load(&dir.join("model.onnx"))?)?;
+    Ok(Options { quant, bounds, calibration: Some(Calibration::Dir(dir.join("calib"))), decode })
+}
+
 /// Options for converting a zoo GPT.
 pub fn gpt_options(dir: &Path, quant: QuantMode) -> Result<Options> {
-    let bounds = bounds_of(&OnnxModel::load(&dir.join("model.onnx"))?)?;
-    Ok(Options { quant, bounds, calibration: Some(Calibration::Dir(dir.join("calib"))), decode: true })
+    zoo_options(dir, quant, true)
 }
 
 pub(crate) fn max_abs(a: &[f32], b: &[f32]) -> f32 {

@@ -7,12 +7,11 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use super::{bounds_of, max_abs, memory_figures, stored_params, FamilyFigures, TaskMetric};
+use super::{max_abs, memory_figures, stored_params, zoo_options, FamilyFigures, TaskMetric};
 use crate::array::{Array, Data};
-use crate::convert::{self, Calibration, Options};
+use crate::convert::{self, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::eval;
-use crate::import::OnnxModel;
 use crate::zoo::bert::{MlmReport, INPUT_NAMES};
 use crate::{host, verify};
 use anyhow::{anyhow, bail, Context, Result};
@@ -77,30 +76,18 @@ pub struct MlmFigures {
 impl MlmFigures {
     /// The report row: task metric = MLM accuracy on held-out masked positions (%).
     pub fn summary(&self) -> FamilyFigures {
-        FamilyFigures {
-            params: self.params,
-            flash_f32: self.flash_f32,
-            flash_int8: self.flash_int8,
-            arena_int8: self.arena_int8,
-            lower_bound_int8: self.lower_bound_int8,
-            state_int8: self.state_int8,
-            macs_per_token: self.macs_forward / self.seq.max(1) as u64,
-            f32_vs_tract_max_abs: self.f32_vs_tract_max_abs,
-            metric: TaskMetric {
-                name: "MLM acc %".into(),
-                f32: 100.0 * self.accuracy_f32,
-                int8: 100.0 * self.accuracy_int8,
-            },
-            committed_int8_up_to_date: self.committed_int8_up_to_date,
-        }
+        family_row!(
+            self,
+            self.macs_forward / self.seq.max(1) as u64,
+            TaskMetric { name: "MLM acc %".into(), f32: 100.0 * self.accuracy_f32, int8: 100.0 * self.accuracy_int8 }
+        )
     }
 }
 
 /// Options for converting a zoo BERT / ALBERT (`seq` bounded by its `mote.max_seq`,
 /// calibration from `calib/<k>.<input>.npy`).
 pub fn mlm_options(dir: &Path, quant: QuantMode) -> Result<Options> {
-    let bounds = bounds_of(&OnnxModel::load(&dir.join("model.onnx"))?)?;
-    Ok(Options { quant, bounds, calibration: Some(Calibration::Dir(dir.join("calib"))), decode: false })
+    zoo_options(dir, quant, false)
 }
 
 /// Golden sample `k`: its three inputs and candle's logits, if present.

@@ -70,18 +70,11 @@ pub struct SwitchFigures {
 impl SwitchFigures {
     /// The report row: task metric = held-out next-char loss.
     pub fn summary(&self) -> FamilyFigures {
-        FamilyFigures {
-            params: self.params,
-            flash_f32: self.flash_f32,
-            flash_int8: self.flash_int8,
-            arena_int8: self.arena_int8,
-            lower_bound_int8: self.lower_bound_int8,
-            state_int8: self.state_int8,
-            macs_per_token: self.macs_per_token,
-            f32_vs_tract_max_abs: self.f32_vs_tract_max_abs,
-            metric: TaskMetric { name: "loss nats/char".into(), f32: self.loss_f32, int8: self.loss_int8 },
-            committed_int8_up_to_date: self.committed_int8_up_to_date,
-        }
+        family_row!(
+            self,
+            self.macs_per_token,
+            TaskMetric { name: "loss nats/char".into(), f32: self.loss_f32, int8: self.loss_int8 }
+        )
     }
 }
 

@@ -8,9 +8,9 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use super::{bounds_of, max_abs, memory_figures, stored_params, FamilyFigures, TaskMetric};
+use super::{max_abs, memory_figures, stored_params, zoo_options, FamilyFigures, TaskMetric};
 use crate::array::{Array, Data};
-use crate::convert::{self, Calibration, Options};
+use crate::convert::{self, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::host;
 use crate::import::OnnxModel;
@@ -74,30 +74,18 @@ pub struct T5Figures {
 impl T5Figures {
     /// The report row: task metric = exact match of greedy answers (%).
     pub fn summary(&self) -> FamilyFigures {
-        FamilyFigures {
-            params: self.params,
-            flash_f32: self.flash_f32,
-            flash_int8: self.flash_int8,
-            arena_int8: self.arena_int8,
-            lower_bound_int8: self.lower_bound_int8,
-            state_int8: self.state_int8,
-            macs_per_token: self.macs_per_token,
-            f32_vs_tract_max_abs: self.f32_vs_tract_max_abs,
-            metric: TaskMetric {
-                name: "exact match %".into(),
-                f32: 100.0 * self.exact_f32,
-                int8: 100.0 * self.exact_int8,
-            },
-            committed_int8_up_to_date: self.committed_int8_up_to_date,
-        }
+        family_row!(
+            self,
+            self.macs_per_token,
+            TaskMetric { name: "exact match %".into(), f32: 100.0 * self.exact_f32, int8: 100.0 * self.exact_int8 }
+        )
     }
 }
 
 /// Options for converting a zoo T5 (the `prefill` and `decode_step` entries come from the
 /// model's `mote.prefill` metadata and its prefix-LM attention).
 pub fn t5_options(dir: &Path, quant: QuantMode) -> Result<Options> {
-    let bounds = bounds_of(&OnnxModel::load(&dir.join("model.onnx"))?)?;
-    Ok(Options { quant, bounds, calibration: Some(Calibration::Dir(dir.join("calib"))), decode: true })
+    zoo_options(dir, quant, true)
 }
 
 fn argmax(v: &[f32]) -> usize {

@@ -75,18 +75,23 @@ fn match_gelu_tanh(g: &Graph, tanh: usize) -> Option<(TId, usize)> {
             && g.single_use(c))
         .then_some(x)
     })?;
-    // 1 + tanh(..), then either (x * (1 + t)) * 0.5 or (x * 0.5) * (1 + t).
-    let t_out = g.nodes[tanh].output;
-    let one = single_consumer(g, t_out)?;
-    if with_const(g, one, BinaryOp::Add, 1.0, 0.0)? != t_out {
+    half_x_times_one_plus(g, tanh, x)
+}
+
+/// Matches `0.5 · x · (1 + f)` after node `f` (tanh or erf), as either `(x · (1 + f)) · 0.5`
+/// or `(x · 0.5) · (1 + f)`; returns (x, index of the chain's last node).
+fn half_x_times_one_plus(g: &Graph, f: usize, x: TId) -> Option<(TId, usize)> {
+    let f_out = g.nodes[f].output;
+    let add = single_consumer(g, f_out)?;
+    if with_const(g, add, BinaryOp::Add, 1.0, 0.0)? != f_out {
         return None;
     }
-    let one_out = g.nodes[one].output;
-    let mul1 = single_consumer(g, one_out)?;
+    let add_out = g.nodes[add].output;
+    let mul1 = single_consumer(g, add_out)?;
     if rt(g, mul1) != Some(&Op::Binary(BinaryOp::Mul)) {
         return None;
     }
-    let other = *g.nodes[mul1].inputs.iter().find(|&&t| t != one_out)?;
+    let other = *g.nodes[mul1].inputs.iter().find(|&&t| t != add_out)?;
     if other == x {
         let mul1_out = g.nodes[mul1].output;
         let mul2 = single_consumer(g, mul1_out)?;
@@ -105,26 +110,7 @@ fn match_gelu(g: &Graph, erf: usize) -> Option<(TId, usize)> {
     let div = g.producer(g.nodes[erf].inputs[0])?;
     let x = with_const(g, div, BinaryOp::Div, std::f32::consts::SQRT_2, 1e-4)
         .or_else(|| with_const(g, div, BinaryOp::Mul, std::f32::consts::FRAC_1_SQRT_2, 1e-4))?;
-    let erf_out = g.nodes[erf].output;
-    let add = single_consumer(g, erf_out)?;
-    if with_const(g, add, BinaryOp::Add, 1.0, 0.0)? != erf_out {
-        return None;
-    }
-    // Either (x * (1 + erf)) * 0.5 or (x * 0.5) * (1 + erf).
-    let add_out = g.nodes[add].output;
-    let mul1 = single_consumer(g, add_out)?;
-    if rt(g, mul1) != Some(&Op::Binary(BinaryOp::Mul)) {
-        return None;
-    }
-    let other = *g.nodes[mul1].inputs.iter().find(|&&t| t != add_out)?;
-    if other == x {
-        let mul1_out = g.nodes[mul1].output;
-        let mul2 = single_consumer(g, mul1_out)?;
-        (with_const(g, mul2, BinaryOp::Mul, 0.5, 0.0)? == mul1_out).then_some((x, mul2))
-    } else {
-        let half = g.producer(other)?;
-        (with_const(g, half, BinaryOp::Mul, 0.5, 0.0)? == x && g.single_use(other)).then_some((x, mul1))
-    }
+    half_x_times_one_plus(g, erf, x)
 }
 
 fn single_consumer(g: &Graph, t: TId) -> Option<usize> {

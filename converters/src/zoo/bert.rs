@@ -32,10 +32,10 @@ use anyhow::{bail, ensure, Result};
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::attention::export_seq_len;
+use super::char_lm::export_add_positions;
 use super::encoder::{export_extended_mask, extended_mask, EncoderDims, EncoderLayer, LN_EPS};
 use super::layers::{export_tensor, Embedding, Gelu, LayerNorm, Linear, Params, ZooLayer};
-use super::onnx_builder::{attr_int, DataType, Dim, GraphBuilder};
+use super::onnx_builder::{DataType, Dim, GraphBuilder};
 
 /// Names of the ONNX graph inputs, in order (as Hugging Face BERT exports them).
 pub const INPUT_NAMES: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
@@ -255,15 +255,7 @@ impl Bert {
     fn export_graph(&self, g: &mut GraphBuilder) -> Result<String> {
         let [ids, mask, segments] = INPUT_NAMES;
         let x = self.word.export(g, ids)?;
-        let seq = export_seq_len(g, ids);
-        let pos_w = export_tensor(g, "embeddings.position.weight", &self.pos)?;
-        g.push_scope("embeddings.position");
-        let zero = g.const_i64_scalar(0);
-        let one = g.const_i64_scalar(1);
-        let range = g.op("Range", &[&zero, &seq, &one], vec![]);
-        let pos = g.op("Gather", &[&pos_w, &range], vec![attr_int("axis", 0)]);
-        let x = g.op("Add", &[&x, &pos], vec![]);
-        g.pop_scope();
+        let x = export_add_positions(g, &x, ids, "embeddings.position", &self.pos)?;
         let seg = self.segment.export(g, segments)?;
         g.push_scope("embeddings");
         let x = g.op("Add", &[&x, &seg], vec![]);

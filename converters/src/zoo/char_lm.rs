@@ -1,7 +1,8 @@
 //! The parts the GPT-style character LMs ([`Gpt`](super::gpt::Gpt) and
 //! [`Switch`](super::switch::Switch)) share around their blocks: token + learned position
 //! embeddings in front, final LayerNorm + untied LM head behind, and the ONNX wrapper
-//! (int64 `tokens [1, S]` in, `logits [1, S, vocab]` out, tokenizer metadata).
+//! (int64 `tokens [1, S]` in, `logits [1, S, vocab]` out, tokenizer metadata). BERT reuses
+//! the position-embedding export, [`export_add_positions`].
 
 use anyhow::{ensure, Result};
 use candle_core::{Tensor, Var};
@@ -35,17 +36,30 @@ impl Embeddings {
     /// Exports the embeddings of the int64 graph input `tokens`.
     pub fn export(&self, g: &mut GraphBuilder, tokens: &str) -> Result<String> {
         let x = self.tok.export(g, tokens)?;
-        let seq = export_seq_len(g, tokens);
-        let pos_w = export_tensor(g, "pos_emb.weight", &self.pos)?;
-        g.push_scope("pos_emb");
-        let zero = g.const_i64_scalar(0);
-        let one = g.const_i64_scalar(1);
-        let range = g.op("Range", &[&zero, &seq, &one], vec![]);
-        let pos = g.op("Gather", &[&pos_w, &range], vec![attr_int("axis", 0)]);
-        let x = g.op("Add", &[&x, &pos], vec![]);
-        g.pop_scope();
-        Ok(x)
+        export_add_positions(g, &x, tokens, "pos_emb", &self.pos)
     }
+}
+
+/// Exports `x + pos[0..S]`, `S` being the length of the int64 graph input `tokens`: the
+/// learned position table `pos` becomes the initializer `{scope}.weight` and the ops go in
+/// `scope`.
+pub(crate) fn export_add_positions(
+    g: &mut GraphBuilder,
+    x: &str,
+    tokens: &str,
+    scope: &str,
+    pos: &Tensor,
+) -> Result<String> {
+    let seq = export_seq_len(g, tokens);
+    let pos_w = export_tensor(g, &format!("{scope}.weight"), pos)?;
+    g.push_scope(scope);
+    let zero = g.const_i64_scalar(0);
+    let one = g.const_i64_scalar(1);
+    let range = g.op("Range", &[&zero, &seq, &one], vec![]);
+    let pos = g.op("Gather", &[&pos_w, &range], vec![attr_int("axis", 0)]);
+    let x = g.op("Add", &[x, &pos], vec![]);
+    g.pop_scope();
+    Ok(x)
 }
 
 /// Final LayerNorm `ln_f` and the untied linear head `lm_head`.

@@ -1,5 +1,5 @@
-//! The optimisation scaffolding the zoo's causal-LM trainers (GPT, Switch, Transformer-XL)
-//! share: two AdamW optimisers (weight decay on weight matrices only), the warm-up + cosine
+//! The optimisation scaffolding the zoo's trainers (GPT, Switch, Transformer-XL, BERT/ALBERT,
+//! T5) share: two AdamW optimisers (weight decay on weight matrices only), the warm-up + cosine
 //! learning-rate schedule, the progress bar and the smoothed loss curve. Each family keeps
 //! its own batches and loss.
 
@@ -51,6 +51,21 @@ pub(crate) struct Schedule {
     pub quiet: bool,
 }
 
+/// The [`Schedule`] of a family's options struct `$o` (any struct with the fields `steps`,
+/// `warmup`, `lr`, `weight_decay` and `quiet`).
+macro_rules! schedule_of {
+    ($o:expr) => {
+        $crate::zoo::trainer::Schedule {
+            steps: $o.steps,
+            warmup: $o.warmup,
+            lr: $o.lr,
+            weight_decay: $o.weight_decay,
+            quiet: $o.quiet,
+        }
+    };
+}
+pub(crate) use schedule_of;
+
 /// One training run in progress: call [`Trainer::set_lr`], [`Trainer::apply`] and
 /// [`Trainer::record`] every step, then [`Trainer::finish`].
 pub(crate) struct Trainer {
@@ -59,6 +74,7 @@ pub(crate) struct Trainer {
     opt_plain: AdamW,
     pb: ProgressBar,
     ema: f64,
+    smoothing: (f64, f64),
     curve: Curve,
     every: usize,
     start: Instant,
@@ -77,7 +93,24 @@ impl Trainer {
             "{label} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"
         ))?);
         let every = (sched.steps / 20).max(1);
-        Ok(Self { sched, opt_decay, opt_plain, pb, ema: f64::NAN, curve: Vec::new(), every, start: Instant::now() })
+        Ok(Self {
+            sched,
+            opt_decay,
+            opt_plain,
+            pb,
+            ema: f64::NAN,
+            smoothing: (0.98, 0.02),
+            curve: Vec::new(),
+            every,
+            start: Instant::now(),
+        })
+    }
+
+    /// Smooths the loss as `keep * previous + take * new` instead of the default
+    /// `0.98 * previous + 0.02 * new` (both weights given, so the arithmetic stays exact).
+    pub fn with_smoothing(mut self, keep: f64, take: f64) -> Self {
+        self.smoothing = (keep, take);
+        self
     }
 
     /// Sets the scheduled learning rate of `step`; returns it.
@@ -100,7 +133,8 @@ impl Trainer {
     /// every 5% of training and at the end) and advances the progress bar, showing the
     /// smoothed loss, `extra` and the learning rate `lr`.
     pub fn record(&mut self, step: usize, l: f64, lr: f64, extra: &str) {
-        self.ema = if self.ema.is_nan() { l } else { 0.98 * self.ema + 0.02 * l };
+        let (keep, take) = self.smoothing;
+        self.ema = if self.ema.is_nan() { l } else { keep * self.ema + take * l };
         if (step + 1).is_multiple_of(self.every) || step + 1 == self.sched.steps {
             self.curve.push((step + 1, self.ema));
         }

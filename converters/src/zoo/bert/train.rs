@@ -9,12 +9,9 @@
 //! ```
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, D};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::data::{self, Baselines, Example, ExampleSource, MlmVocab};
@@ -23,6 +20,7 @@ use crate::array::Array;
 use crate::zoo::corpus;
 use crate::zoo::layers::tensor_data;
 use crate::zoo::rng::SplitMix64;
+use crate::zoo::trainer::{schedule_of, Curve, Trainer};
 
 /// Training budget and settings. `Default` is the real zoo budget.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -178,54 +176,20 @@ fn batch_loss(m: &Bert, batch: &[&Example]) -> candle_core::Result<Tensor> {
     candle_nn::loss::cross_entropy(&picked, &Tensor::new(targets, &Device::Cpu)?)
 }
 
-fn lr_at(step: usize, opts: &MlmTrainOptions) -> f64 {
-    if step < opts.warmup {
-        return opts.lr * (step + 1) as f64 / opts.warmup as f64;
-    }
-    let t = (step - opts.warmup) as f64 / (opts.steps - opts.warmup).max(1) as f64;
-    opts.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
-}
-
-type Curve = Vec<(usize, f64)>;
-
 fn train_loop(m: &Bert, src: &ExampleSource, opts: &MlmTrainOptions) -> Result<(f64, f64, Curve)> {
     let max_seq = m.config().max_seq;
-    let adam =
-        |vars, wd| AdamW::new(vars, ParamsAdamW { lr: opts.lr, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: wd });
-    let mut opt_decay = adam(m.params().vars(true), opts.weight_decay)?;
-    let mut opt_plain = adam(m.params().vars(false), 0.0)?;
-    let pb = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(opts.steps as u64) };
-    let family = m.config().family.name();
-    pb.set_style(ProgressStyle::with_template(&format!(
-        "{family} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}<{{eta_precise}}] {{msg}}"
-    ))?);
+    let mut t = Trainer::new(m.params(), m.config().family.name(), schedule_of!(opts))?;
     let mut rng = SplitMix64::new(opts.seed ^ 0xbe27_0000);
-    let mut ema = f64::NAN;
-    let mut curve = Vec::new();
-    let every = (opts.steps / 20).max(1);
-    let start = Instant::now();
     for step in 0..opts.steps {
-        let lr = lr_at(step, opts);
-        opt_decay.set_learning_rate(lr);
-        opt_plain.set_learning_rate(lr);
+        let lr = t.set_lr(step);
         let batch: Vec<Example> =
             (0..opts.batch_size).map(|_| src.example(&mut rng, max_seq, opts.min_len, opts.mask_prob)).collect();
         let refs: Vec<&Example> = batch.iter().collect();
         let loss = batch_loss(m, &refs)?;
-        let grads = loss.backward()?;
-        opt_decay.step(&grads)?;
-        opt_plain.step(&grads)?;
-        let l = loss.to_scalar::<f32>()? as f64;
-        ema = if ema.is_nan() { l } else { 0.98 * ema + 0.02 * l };
-        if (step + 1) % every == 0 || step + 1 == opts.steps {
-            curve.push((step + 1, ema));
-        }
-        pb.set_message(format!("loss {ema:.3} lr {lr:.2e}"));
-        pb.inc(1);
+        t.apply(&loss)?;
+        t.record(step, loss.to_scalar::<f32>()? as f64, lr, "");
     }
-    let secs = start.elapsed().as_secs_f64();
-    pb.finish_with_message(format!("loss {ema:.3} in {secs:.0}s"));
-    Ok((secs, ema, curve))
+    Ok(t.finish(""))
 }
 
 /// (accuracy, mean cross-entropy, positions) over the masked positions of `examples`, with

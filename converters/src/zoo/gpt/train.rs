@@ -18,7 +18,7 @@ use super::{Gpt, GptConfig};
 use crate::zoo::corpus::Vocab;
 use crate::zoo::lm_eval::{agreement, baselines, corpus_ids, eval_windows, ids_tensor, samples, sums, write_artefacts};
 use crate::zoo::rng::SplitMix64;
-use crate::zoo::trainer::{random_windows, Curve, Schedule, Trainer};
+use crate::zoo::trainer::{random_windows, schedule_of, Curve, Trainer};
 
 pub use crate::zoo::lm_eval::greedy;
 
@@ -177,14 +177,7 @@ fn batch_loss(gpt: &Gpt, windows: &[&[u32]]) -> candle_core::Result<Tensor> {
 
 fn train_loop(gpt: &Gpt, train: &[u32], opts: &GptTrainOptions) -> Result<(f64, f64, Curve)> {
     let win = gpt.config().max_seq + 1;
-    let sched = Schedule {
-        steps: opts.steps,
-        warmup: opts.warmup,
-        lr: opts.lr,
-        weight_decay: opts.weight_decay,
-        quiet: opts.quiet,
-    };
-    let mut t = Trainer::new(gpt.params(), "gpt", sched)?;
+    let mut t = Trainer::new(gpt.params(), "gpt", schedule_of!(opts))?;
     let mut rng = SplitMix64::new(opts.seed ^ 0xba7c_0000);
     for step in 0..opts.steps {
         let lr = t.set_lr(step);

@@ -24,7 +24,7 @@ use crate::zoo::corpus::Vocab;
 use crate::zoo::gpt::Sample;
 use crate::zoo::lm_eval::{agreement, baselines, corpus_ids, eval_windows, ids_tensor, samples, write_artefacts};
 use crate::zoo::rng::SplitMix64;
-use crate::zoo::trainer::{random_windows, Curve, Schedule, Trainer};
+use crate::zoo::trainer::{random_windows, schedule_of, Curve, Trainer};
 
 pub use crate::zoo::lm_eval::greedy;
 
@@ -187,14 +187,7 @@ fn batch_loss(m: &Switch, windows: &[&[u32]]) -> candle_core::Result<(Tensor, Te
 
 fn train_loop(m: &Switch, train: &[u32], opts: &SwitchTrainOptions) -> Result<(f64, f64, f64, Curve)> {
     let win = m.config().max_seq + 1;
-    let sched = Schedule {
-        steps: opts.steps,
-        warmup: opts.warmup,
-        lr: opts.lr,
-        weight_decay: opts.weight_decay,
-        quiet: opts.quiet,
-    };
-    let mut t = Trainer::new(m.params(), "switch", sched)?;
+    let mut t = Trainer::new(m.params(), "switch", schedule_of!(opts))?;
     let mut rng = SplitMix64::new(opts.seed ^ 0x5717_0000);
     let mut ema_aux = f64::NAN;
     for step in 0..opts.steps {

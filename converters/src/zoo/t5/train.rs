@@ -9,12 +9,9 @@
 //! ```
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, D};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::task::{self, Example, Task, PROMPT_LEN, VOCAB};
@@ -22,6 +19,7 @@ use super::{ids_batch, T5Config, T5};
 use crate::array::Array;
 use crate::zoo::layers::tensor_data;
 use crate::zoo::rng::SplitMix64;
+use crate::zoo::trainer::{schedule_of, Curve, Trainer};
 
 /// Training budget and settings. `Default` is the real zoo budget.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -141,47 +139,16 @@ fn batch_loss(m: &T5, batch: &[Example]) -> Result<Tensor> {
     Ok(candle_nn::loss::cross_entropy(&flat, &t)?)
 }
 
-fn lr_at(step: usize, o: &T5TrainOptions) -> f64 {
-    if step < o.warmup {
-        return o.lr * (step + 1) as f64 / o.warmup as f64;
-    }
-    let t = (step - o.warmup) as f64 / (o.steps - o.warmup).max(1) as f64;
-    o.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
-}
-
-type Curve = Vec<(usize, f64)>;
-
 fn train_loop(m: &T5, o: &T5TrainOptions) -> Result<(f64, f64, Curve)> {
-    let adam =
-        |vars, wd| AdamW::new(vars, ParamsAdamW { lr: o.lr, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: wd });
-    let mut opt_decay = adam(m.params().vars(true), o.weight_decay)?;
-    let mut opt_plain = adam(m.params().vars(false), 0.0)?;
-    let pb = if o.quiet { ProgressBar::hidden() } else { ProgressBar::new(o.steps as u64) };
-    pb.set_style(ProgressStyle::with_template("t5 {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")?);
-    let mut ema = f64::NAN;
-    let mut curve = Vec::new();
-    let every = (o.steps / 20).max(1);
-    let start = Instant::now();
+    let mut t = Trainer::new(m.params(), "t5", schedule_of!(o))?.with_smoothing(0.97, 0.03);
     for step in 0..o.steps {
-        let lr = lr_at(step, o);
-        opt_decay.set_learning_rate(lr);
-        opt_plain.set_learning_rate(lr);
+        let lr = t.set_lr(step);
         let batch = task::examples(task::TRAIN_SEED ^ o.seed.wrapping_mul(0x9e37_79b9) ^ step as u64, o.batch_size);
         let loss = batch_loss(m, &batch)?;
-        let grads = loss.backward()?;
-        opt_decay.step(&grads)?;
-        opt_plain.step(&grads)?;
-        let l = loss.to_scalar::<f32>()? as f64;
-        ema = if ema.is_nan() { l } else { 0.97 * ema + 0.03 * l };
-        if (step + 1) % every == 0 || step + 1 == o.steps {
-            curve.push((step + 1, ema));
-        }
-        pb.set_message(format!("loss {ema:.3} lr {lr:.2e}"));
-        pb.inc(1);
+        t.apply(&loss)?;
+        t.record(step, loss.to_scalar::<f32>()? as f64, lr, "");
     }
-    let secs = start.elapsed().as_secs_f64();
-    pb.finish_with_message(format!("loss {ema:.3} in {secs:.0}s"));
-    Ok((secs, ema, curve))
+    Ok(t.finish(""))
 }
 
 /// Greedy answers (without the end marker) for a batch of examples, decoded in candle.

@@ -26,7 +26,7 @@ use crate::zoo::corpus::Vocab;
 use crate::zoo::layers::tensor_data;
 use crate::zoo::lm_eval::{baselines, ids_tensor};
 use crate::zoo::rng::SplitMix64;
-use crate::zoo::trainer::{Curve, Schedule, Trainer};
+use crate::zoo::trainer::{schedule_of, Curve, Trainer};
 
 /// Training budget and settings. `Default` is the real zoo budget.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -175,14 +175,7 @@ pub fn train_xl(out_dir: &Path, opts: &XlTrainOptions) -> Result<XlReport> {
 
 fn train_loop(xl: &Xl, train: &[u32], opts: &XlTrainOptions) -> Result<(f64, f64, Curve)> {
     let (seg, b) = (xl.config().seg, opts.batch_size);
-    let sched = Schedule {
-        steps: opts.steps,
-        warmup: opts.warmup,
-        lr: opts.lr,
-        weight_decay: opts.weight_decay,
-        quiet: opts.quiet,
-    };
-    let mut t = Trainer::new(xl.params(), "transformer-xl", sched)?;
+    let mut t = Trainer::new(xl.params(), "transformer-xl", schedule_of!(opts))?;
     let mut rng = SplitMix64::new(opts.seed ^ 0x71_0000);
     let span = train.len() - seg - 1;
     let mut cursors: Vec<usize> = (0..b).map(|i| i * span / b).collect();
