@@ -88,7 +88,8 @@ impl Array {
         Ok(a)
     }
 
-    /// Writes a `.npy` file (float32 or int64).
+    /// Writes a `.npy` file: float32, or integers in the narrowest of int8/16/32/64 that holds
+    /// every value (token ids and masks stay small on disk; [`Array::read_npy`] widens back).
     pub fn write_npy(&self, path: &Path) -> Result<()> {
         let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         let shape: Vec<u64> = self.shape.iter().map(|&d| d as u64).collect();
@@ -100,11 +101,57 @@ impl Array {
                 w.finish()?;
             }
             Data::I64(v) => {
-                let mut w = npyz::WriteOptions::new().default_dtype().shape(&shape).writer(out).begin_nd()?;
-                w.extend(v.iter().copied())?;
-                w.finish()?;
+                let fits = |lo: i64, hi: i64| v.iter().all(|x| (lo..=hi).contains(x));
+                if fits(i8::MIN.into(), i8::MAX.into()) {
+                    write_ints(out, &shape, v.iter().map(|&x| x as i8))?;
+                } else if fits(i16::MIN.into(), i16::MAX.into()) {
+                    write_ints(out, &shape, v.iter().map(|&x| x as i16))?;
+                } else if fits(i32::MIN.into(), i32::MAX.into()) {
+                    write_ints(out, &shape, v.iter().map(|&x| x as i32))?;
+                } else {
+                    write_ints(out, &shape, v.iter().copied())?;
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// Writes `values` with their own dtype.
+fn write_ints<T: npyz::Serialize + npyz::AutoSerialize>(
+    out: BufWriter<File>,
+    shape: &[u64],
+    values: impl Iterator<Item = T>,
+) -> Result<()> {
+    let mut w = npyz::WriteOptions::new().default_dtype().shape(shape).writer(out).begin_nd()?;
+    w.extend(values)?;
+    w.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_round_trip_in_the_narrowest_dtype() {
+        let dir = std::env::temp_dir().join(format!("mote_array_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (values, descr) in [
+            (vec![0i64, 5, -100, 127], "i1"),
+            (vec![0, 300, -2], "i2"),
+            (vec![70_000, -1], "i4"),
+            (vec![1 << 40, 3], "i8"),
+        ] {
+            let a = Array::i64(vec![values.len()], values);
+            let path = dir.join(format!("{descr}.npy"));
+            a.write_npy(&path).unwrap();
+            assert_eq!(Array::read_npy(&path).unwrap(), a);
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(String::from_utf8_lossy(&bytes).contains(descr), "{descr}");
+        }
+        let f = Array::f32(vec![2], vec![1.5, -2.0]);
+        f.write_npy(&dir.join("f.npy")).unwrap();
+        assert_eq!(Array::read_npy(&dir.join("f.npy")).unwrap(), f);
     }
 }
