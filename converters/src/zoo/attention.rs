@@ -198,18 +198,30 @@ impl ZooLayer for Block {
     }
 
     fn export(&self, g: &mut GraphBuilder, input: &str) -> Result<String> {
-        let a = self.ln1.export(g, input)?;
-        let a = self.attn.export(g, &a)?;
-        g.push_scope(&self.name);
-        let h = g.op("Add", &[input, &a], vec![]);
-        g.pop_scope();
-        let m = self.ln2.export(g, &h)?;
-        let m = self.mlp.export(g, &m)?;
-        g.push_scope(&self.name);
-        let out = g.op("Add", &[&h, &m], vec![]);
-        g.pop_scope();
-        Ok(out)
+        export_pre_norm_block(g, &self.name, input, [&self.ln1, &self.attn], [&self.ln2, &self.mlp])
     }
+}
+
+/// ONNX of a pre-norm residual block: `h = x + attn(norm1(x))`, `out = h + ffn(norm2(h))`, the
+/// two residual adds scoped under `name` (shared by the dense and the Switch blocks).
+pub(crate) fn export_pre_norm_block(
+    g: &mut GraphBuilder,
+    name: &str,
+    input: &str,
+    [norm1, attn]: [&dyn ZooLayer; 2],
+    [norm2, ffn]: [&dyn ZooLayer; 2],
+) -> Result<String> {
+    let a = norm1.export(g, input)?;
+    let a = attn.export(g, &a)?;
+    g.push_scope(name);
+    let h = g.op("Add", &[input, &a], vec![]);
+    g.pop_scope();
+    let m = norm2.export(g, &h)?;
+    let m = ffn.export(g, &m)?;
+    g.push_scope(name);
+    let out = g.op("Add", &[&h, &m], vec![]);
+    g.pop_scope();
+    Ok(out)
 }
 
 #[cfg(test)]

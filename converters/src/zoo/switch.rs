@@ -250,17 +250,7 @@ impl SwitchBlock {
     }
 
     fn export(&self, g: &mut GraphBuilder, input: &str) -> Result<String> {
-        let a = self.ln1.export(g, input)?;
-        let a = self.attn.export(g, &a)?;
-        g.push_scope(&self.name);
-        let h = g.op("Add", &[input, &a], vec![]);
-        g.pop_scope();
-        let m = self.ln2.export(g, &h)?;
-        let m = self.moe.export(g, &m)?;
-        g.push_scope(&self.name);
-        let out = g.op("Add", &[&h, &m], vec![]);
-        g.pop_scope();
-        Ok(out)
+        super::attention::export_pre_norm_block(g, &self.name, input, [&self.ln1, &self.attn], [&self.ln2, &self.moe])
     }
 }
 
