@@ -6,7 +6,7 @@ use crate::emit::{self, EntrySpec, PlanSummary};
 use crate::import::{Bounds, OnnxModel};
 use crate::ir::{Elem, Graph, IrOp};
 use crate::report::{self, Inspection};
-use crate::{host, passes};
+use crate::{encoder_split, host, passes};
 use anyhow::{anyhow, bail, Context, Result};
 use mote::ops::MaskMode;
 use mote::Op;
@@ -65,58 +65,92 @@ fn attention_masks(g: &Graph) -> Vec<MaskMode> {
         .collect()
 }
 
-/// The decode entry for causal models: the graph at sequence length 1, with every
-/// attention op caching keys/values over `capacity` positions.
-fn decode_entry(model: &OnnxModel, bounds: &Bounds, forward: &Graph) -> Result<Option<(EntrySpec, String)>> {
-    cached_entry(model, bounds, forward, "decode_step", 1)
-}
-
-/// For prefix-LM models (`MaskMode::Prefix`) whose ONNX metadata names a prompt length
-/// (`mote.prefill`): a `prefill` entry that runs the whole prompt into the same KV caches as
-/// `decode_step` (the runtime needs the full prefix in the first cached call).
-fn prefill_entry(model: &OnnxModel, bounds: &Bounds, forward: &Graph) -> Result<Option<EntrySpec>> {
-    let len = forward.metadata.iter().find(|(k, _)| k == "mote.prefill").and_then(|(_, v)| v.parse::<usize>().ok());
-    match len {
-        Some(len) if attention_masks(forward).contains(&MaskMode::Prefix) => {
-            Ok(cached_entry(model, bounds, forward, "prefill", len)?.map(|(spec, _)| spec))
-        }
-        _ => Ok(None),
+/// The symbolic dim an incremental decoder steps along: the one the ONNX metadata
+/// `mote.decode` names, else the model's only symbolic dim.
+fn decoded_dim(model: &OnnxModel, forward: &Graph) -> Result<Option<String>> {
+    match forward.metadata.iter().find(|(k, _)| k == "mote.decode") {
+        Some((_, d)) if model.symbols.contains(d) => Ok(Some(d.clone())),
+        Some((_, d)) => bail!("metadata mote.decode names '{d}', not a dim of the inputs ({})", model.symbols.join(", ")),
+        None => Ok((model.symbols.len() == 1).then(|| model.symbols[0].clone())),
     }
 }
 
-/// The graph at sequence length `len` with KV-cached attention (causal or prefix-LM models).
-fn cached_entry(
-    model: &OnnxModel,
-    bounds: &Bounds,
-    forward: &Graph,
-    name: &str,
-    len: usize,
-) -> Result<Option<(EntrySpec, String)>> {
+fn cacheable(m: &MaskMode) -> bool {
+    matches!(m, MaskMode::Causal | MaskMode::Prefix)
+}
+
+/// Entries for incremental decoding, and the decoded dim, when the model has causal (or
+/// prefix-LM) attention along a decoded dim:
+/// - decoder-only models: `decode_step` (one token through KV caches), plus `prefill` for
+///   prefix-LM models whose metadata names a prompt length (`mote.prefill`);
+/// - encoder–decoder models (several dims, `mote.decode` naming the target one): `encode`,
+///   which stores the source side in state once, and `decode_step` (see [`encoder_split`]).
+fn decode_entries(model: &OnnxModel, bounds: &Bounds, forward: &Graph) -> Result<Option<(Vec<EntrySpec>, String)>> {
     let masks = attention_masks(forward);
-    let cacheable = |m: &MaskMode| matches!(m, MaskMode::Causal | MaskMode::Prefix);
-    if masks.is_empty() || !masks.iter().all(cacheable) || model.symbols.len() != 1 {
+    let Some(dim) = decoded_dim(model, forward)? else { return Ok(None) };
+    if !masks.iter().any(cacheable) || (model.symbols.len() == 1 && !masks.iter().all(cacheable)) {
         return Ok(None);
     }
-    let dim = model.symbols[0].clone();
     let capacity = bounds[&dim];
+    let step = step_graph(model, bounds, &masks, &dim, 1, "decode_step")?;
+    if model.symbols.len() == 1 {
+        let prefill = forward.metadata.iter().find(|(k, _)| k == "mote.prefill").and_then(|(_, v)| v.parse().ok());
+        let mut entries = Vec::new();
+        if let Some(len) = prefill.filter(|_| masks.contains(&MaskMode::Prefix)) {
+            let graph = step_graph(model, bounds, &masks, &dim, len, "prefill")?;
+            entries.push(EntrySpec { name: "prefill".into(), graph, kv_capacity: Some(capacity as u32) });
+        }
+        entries.push(EntrySpec { name: "decode_step".into(), graph: step, kv_capacity: Some(capacity as u32) });
+        return Ok(Some((entries, dim)));
+    }
+    let targets = model.inputs_with_dim(&dim);
+    let target_ids: Vec<_> = step.inputs.iter().copied().filter(|&t| targets.contains(&step.tensors[t].name)).collect();
+    let split = encoder_split::split(&step, &target_ids)?;
+    for n in &split.decode.nodes {
+        if let IrOp::Rt(Op::Attention(a)) = n.op {
+            let from_encoder = |k: usize| split.boundary.contains(&split.decode.tensors[n.inputs[k]].name);
+            if !cacheable(&a.mask) && !(from_encoder(1) && from_encoder(2)) {
+                bail!(
+                    "attention '{}' looks back and forth over the decoded dim '{dim}': it cannot run one token at a time",
+                    n.name
+                );
+            }
+        }
+    }
+    let entries = vec![
+        EntrySpec { name: "encode".into(), graph: split.encode, kv_capacity: None },
+        EntrySpec { name: "decode_step".into(), graph: split.decode, kv_capacity: Some(capacity as u32) },
+    ];
+    Ok(Some((entries, dim)))
+}
+
+/// The graph at `len` positions of the decoded dim, its attention ops taking the full graph's
+/// mask modes `masks` (at length 1 a causal mask folds away; the cached op still needs it).
+fn step_graph(
+    model: &OnnxModel,
+    bounds: &Bounds,
+    masks: &[MaskMode],
+    dim: &str,
+    len: usize,
+    name: &str,
+) -> Result<Graph> {
+    let capacity = bounds[dim];
     if len > capacity {
         bail!("the {name} entry needs {len} positions, more than the --dim {dim}={capacity} bound");
     }
-    let mut one = bounds.clone();
-    one.insert(dim.clone(), len);
-    let mut g = fused(model, &one).with_context(|| format!("building the {name} entry at sequence length {len}"))?;
+    let mut at_len = bounds.clone();
+    at_len.insert(dim.to_string(), len);
+    let mut g = fused(model, &at_len).with_context(|| format!("building the {name} entry at {dim}={len}"))?;
     if attention_masks(&g).len() != masks.len() {
         bail!("the {name} graph fused {} attention ops, the full graph {}", attention_masks(&g).len(), masks.len());
     }
-    // At length 1 a causal mask folds to zeros; the cached op takes the full graph's mask.
     let mut modes = masks.iter();
     for n in &mut g.nodes {
         if let IrOp::Rt(Op::Attention(a)) = &mut n.op {
             a.mask = modes.next().copied().unwrap_or(a.mask);
         }
     }
-    let spec = EntrySpec { name: name.into(), graph: g, kv_capacity: Some(capacity as u32) };
-    Ok(Some((spec, dim)))
+    Ok(g)
 }
 
 /// Converts an ONNX model.
@@ -126,9 +160,8 @@ pub fn convert(onnx: &Path, opts: &Options) -> Result<Converted> {
     let mut entries = vec![EntrySpec { name: "forward".into(), graph: forward.clone(), kv_capacity: None }];
     let mut decode_dim = None;
     if opts.decode {
-        if let Some((spec, dim)) = decode_entry(&model, &opts.bounds, &forward)? {
-            entries.extend(prefill_entry(&model, &opts.bounds, &forward)?);
-            entries.push(spec);
+        if let Some((more, dim)) = decode_entries(&model, &opts.bounds, &forward)? {
+            entries.extend(more);
             decode_dim = Some(dim);
         }
     }

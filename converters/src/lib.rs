@@ -5,6 +5,7 @@ pub mod array;
 pub mod cli;
 pub mod convert;
 pub mod emit;
+pub mod encoder_split;
 pub mod eval;
 pub mod family;
 pub mod flash;

@@ -15,6 +15,8 @@ use mote::Op;
 pub const PREFIX: &str = "state.";
 /// Suffix of the output that holds a state's next value.
 pub const NEXT: &str = ".next";
+/// Suffix of the tensor a `StoreState` writes (it names the slot it serves).
+pub const STORED: &str = ".stored";
 
 /// Whether a graph input named `name` is a state input.
 pub fn is_state_input(name: &str) -> bool {
@@ -61,7 +63,7 @@ pub fn lift(g: &mut Graph) -> Result<usize> {
         };
         g.nodes.insert(0, load);
         let stored =
-            g.add_tensor(crate::ir::Tensor { name: format!("{name}.stored"), konst: None, ..g.tensors[next].clone() });
+            g.add_tensor(crate::ir::Tensor { name: format!("{name}{STORED}"), konst: None, ..g.tensors[next].clone() });
         g.nodes.push(Node {
             name: format!("{name}.store"),
             onnx_op: "StateOutput".into(),
@@ -77,7 +79,7 @@ pub fn lift(g: &mut Graph) -> Result<usize> {
 pub fn slot_name(g: &Graph, n: &Node) -> Option<String> {
     match n.op {
         IrOp::Rt(Op::LoadState { .. }) => Some(g.tensors[n.output].name.clone()),
-        IrOp::Rt(Op::StoreState { .. }) => g.tensors[n.output].name.strip_suffix(".stored").map(str::to_string),
+        IrOp::Rt(Op::StoreState { .. }) => g.tensors[n.output].name.strip_suffix(STORED).map(str::to_string),
         _ => None,
     }
 }

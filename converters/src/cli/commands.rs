@@ -36,7 +36,8 @@ pub struct ConvertArgs {
     /// Fail if the file exceeds this (e.g. 1MiB).
     #[arg(long, value_parser = convert::parse_size)]
     pub flash_budget: Option<usize>,
-    /// Do not add a KV-cached `decode_step` entry for causal models.
+    /// Do not add incremental-decoding entries for causal models (a KV-cached `decode_step`;
+    /// `encode` too for encoder–decoder models).
     #[arg(long)]
     pub no_decode: bool,
     /// Skip the self-check against tract.
@@ -83,6 +84,9 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     }
     if let Some(d) = &c.decode_dim {
         println!("decode_step: KV cache over '{d}' (capacity {})", bounds[d]);
+        if c.plans.iter().any(|p| p.entry == "encode") {
+            println!("encode: runs the source side once and keeps what the decoder reads in state");
+        }
     }
     convert::check_budgets(&c.inspection, a.ram_budget, a.flash_budget)?;
     if !a.no_verify {

@@ -1,6 +1,7 @@
 //! Chooses the storage dtype and quantisation of every tensor for a quantisation mode.
 
 use crate::ir::{Elem, Graph, IrOp, TId};
+use crate::state_io;
 use anyhow::{anyhow, Result};
 use mote::{DType, Op, Quant};
 use std::collections::HashMap;
@@ -42,15 +43,23 @@ fn is_layout(op: &IrOp) -> bool {
 
 /// Assigns activation dtypes: in int8 mode a float activation is int8 when an integer
 /// kernel produces or consumes it (MatMul, fused attention), f32 elsewhere (the residual
-/// stream, norms' inputs); layout ops keep their input's encoding; entry outputs stay f32.
-pub fn assign(g: &Graph, mode: QuantMode, ranges: Option<&Ranges>) -> Result<HashMap<TId, Storage>> {
+/// stream, norms' inputs); layout ops and stores keep their input's encoding; entry outputs
+/// stay f32. `slots` pins the storage of state slots another entry already wrote (by slot
+/// name), so a `LoadState` reads exactly what the earlier `StoreState` stored.
+pub fn assign(
+    g: &Graph,
+    mode: QuantMode,
+    ranges: Option<&Ranges>,
+    slots: &HashMap<String, Storage>,
+) -> Result<HashMap<TId, Storage>> {
     let f32s = Storage { dtype: DType::F32, quant: Quant::NONE };
     let mut out = HashMap::new();
     let mut wants_i8 = vec![false; g.tensors.len()];
-    // Persistent state keeps full precision (and one encoding for its load and its store).
+    // Recurrent state (`state.*`) keeps full precision and one encoding for its load and its
+    // store; other slots (encoder results) keep their activation's encoding.
     let mut keep_f32 = vec![false; g.tensors.len()];
     for n in &g.nodes {
-        if let IrOp::Rt(Op::LoadState { .. } | Op::StoreState { .. }) = n.op {
+        if state_io::slot_name(g, n).is_some_and(|s| s.starts_with(state_io::PREFIX)) {
             for &t in n.inputs.iter().chain([&n.output]) {
                 keep_f32[t] = true;
             }
@@ -99,8 +108,12 @@ pub fn assign(g: &Graph, mode: QuantMode, ranges: Option<&Ranges>) -> Result<Has
         out.insert(t, s);
     }
     for n in &g.nodes {
+        if let Some(&s) = state_io::slot_name(g, n).filter(|_| n.inputs.is_empty()).and_then(|s| slots.get(&s)) {
+            out.insert(n.output, s);
+        }
         let float = g.tensors[n.output].elem == Elem::Float;
-        if is_layout(&n.op) && !g.outputs.contains(&n.output) && !keep_f32[n.output] && float {
+        let passes_on = is_layout(&n.op) || matches!(n.op, IrOp::Rt(Op::StoreState { .. }));
+        if passes_on && !g.outputs.contains(&n.output) && !keep_f32[n.output] && float {
             if let Some(&s) = out.get(&n.inputs[0]) {
                 out.insert(n.output, s);
             }

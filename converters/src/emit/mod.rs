@@ -8,7 +8,7 @@ use crate::plan::{self, BufferRequest};
 use anyhow::{anyhow, bail, Result};
 use dtypes::{QuantMode, Ranges, Storage};
 use mote::format::{TensorSpec, Writer, ALIGN, STATE_HEADER};
-use mote::ops::KvCache;
+use mote::ops::{KvCache, MaskMode};
 use mote::{DType, Desc, Op, Shape, TensorId};
 use std::collections::HashMap;
 use weights::Encoded;
@@ -20,8 +20,9 @@ pub struct EntrySpec {
     pub name: String,
     /// Its graph at concrete shapes.
     pub graph: Graph,
-    /// For incremental decoding: KV-cache capacity in positions. Attention ops then cache
-    /// keys/values in the state region and the entry advances the session position.
+    /// For incremental decoding: KV-cache capacity in positions. Causal and prefix-LM attention
+    /// ops then cache keys/values in the state region and the entry advances the session
+    /// position.
     pub kv_capacity: Option<u32>,
 }
 
@@ -127,12 +128,18 @@ pub fn emit(
     let mut state_bytes = 0usize;
     let mut slots: HashMap<String, u32> = HashMap::new();
     let mut kv_slots: HashMap<u32, (usize, usize, usize)> = HashMap::new();
+    let mut slot_storage: HashMap<String, Storage> = HashMap::new();
     let mut arena = 0usize;
     for spec in entries {
         let mut g = spec.graph.clone();
-        let mut st = dtypes::assign(&g, mode, ranges)?;
+        let mut st = dtypes::assign(&g, mode, ranges, &slot_storage)?;
         if mode == QuantMode::Int8 {
             insert_int8_converts(&mut g, &mut st, ranges)?;
+        }
+        for n in g.nodes.iter().filter(|n| matches!(n.op, IrOp::Rt(Op::StoreState { .. }))) {
+            if let Some(name) = crate::state_io::slot_name(&g, n) {
+                slot_storage.entry(name).or_insert(st[&n.output]);
+            }
         }
         let (offsets, p) = plan_entry(&g, &st)?;
         arena = arena.max(p.arena);
@@ -183,7 +190,13 @@ pub fn emit(
                     at as u32
                 });
             }
-            if let (Op::Attention(a), Some(capacity)) = (&mut op, spec.kv_capacity) {
+            // Only self-attention over the decoded sequence is cached; cross-attention reads
+            // the encoder's keys and values whole at every step.
+            let cached = match (&mut op, spec.kv_capacity) {
+                (Op::Attention(a), Some(c)) if matches!(a.mask, MaskMode::Causal | MaskMode::Prefix) => Some((a, c)),
+                _ => None,
+            };
+            if let Some((a, capacity)) = cached {
                 let width = a.heads as usize * a.head_dim as usize;
                 let elem = st[&n.inputs[1]].dtype.size();
                 let bytes = (capacity as usize * width * elem).div_ceil(ALIGN) * ALIGN;

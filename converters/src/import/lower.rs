@@ -49,7 +49,8 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
             }
             push(g, rt(Op::Binary(op)), vec![input(0)?, input(1)?])
         }
-        "Relu" | "Tanh" | "Sigmoid" | "Erf" | "Sqrt" | "Exp" | "Neg" | "Abs" | "Reciprocal" | "Gelu" => {
+        "Relu" | "Tanh" | "Sigmoid" | "Erf" | "Sqrt" | "Exp" | "Neg" | "Abs" | "Reciprocal" | "Gelu" | "Sin"
+        | "Cos" => {
             let op = match op_type {
                 "Relu" => UnaryOp::Relu,
                 "Tanh" => UnaryOp::Tanh,
@@ -60,6 +61,8 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
                 "Neg" => UnaryOp::Neg,
                 "Abs" => UnaryOp::Abs,
                 "Reciprocal" => UnaryOp::Reciprocal,
+                "Sin" => UnaryOp::Sin,
+                "Cos" => UnaryOp::Cos,
                 _ if attrs::string(node, "approximate", "none") == "tanh" => UnaryOp::GeluTanh,
                 _ => UnaryOp::Gelu,
             };

@@ -59,6 +59,16 @@ impl OnnxModel {
         Ok(OnnxModel { proto, symbols, dir })
     }
 
+    /// Names of the graph inputs whose shape mentions the symbolic dim `symbol`.
+    pub fn inputs_with_dim(&self, symbol: &str) -> Vec<String> {
+        use pb::tensor_shape_proto::dimension::Value;
+        let graph = self.proto.graph.as_ref().expect("checked at load");
+        real_inputs(graph)
+            .filter(|i| dims_of(i).iter().any(|d| matches!(d, Value::DimParam(p) if p == symbol)))
+            .map(|i| i.name.clone())
+            .collect()
+    }
+
     /// Metadata properties of the model.
     pub fn metadata(&self) -> Vec<(String, String)> {
         self.proto.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect()

@@ -42,6 +42,8 @@ pub fn unary_f32(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Abs => libm::fabsf(x),
         UnaryOp::Reciprocal => 1.0 / x,
         UnaryOp::Identity => x,
+        UnaryOp::Sin => libm::sinf(x),
+        UnaryOp::Cos => libm::cosf(x),
     }
 }
 

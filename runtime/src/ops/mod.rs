@@ -67,6 +67,10 @@ pub enum UnaryOp {
     Reciprocal = 11,
     /// Copy with dtype/quantisation conversion (quantise, dequantise, requantise, cast).
     Identity = 12,
+    /// Sine (radians).
+    Sin = 13,
+    /// Cosine (radians).
+    Cos = 14,
 }
 
 /// One op of the graph with its parameters.
@@ -259,6 +263,8 @@ impl UnaryOp {
             10 => Abs,
             11 => Reciprocal,
             12 => Identity,
+            13 => Sin,
+            14 => Cos,
             _ => return Err(Error::BadParams),
         })
     }
@@ -293,6 +299,8 @@ impl Op {
                 UnaryOp::Abs => "Abs",
                 UnaryOp::Reciprocal => "Reciprocal",
                 UnaryOp::Identity => "Convert",
+                UnaryOp::Sin => "Sin",
+                UnaryOp::Cos => "Cos",
             },
             Op::Softmax { .. } => "Softmax",
             Op::LayerNorm { .. } => "LayerNorm",

@@ -94,10 +94,12 @@ fn reference_unary(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Abs => x.abs(),
         UnaryOp::Reciprocal => 1.0 / x,
         UnaryOp::Identity => x,
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
     }
 }
 
-const UNARY: [UnaryOp; 13] = [
+const UNARY: [UnaryOp; 15] = [
     UnaryOp::Relu,
     UnaryOp::Gelu,
     UnaryOp::GeluTanh,
@@ -111,6 +113,8 @@ const UNARY: [UnaryOp; 13] = [
     UnaryOp::Abs,
     UnaryOp::Reciprocal,
     UnaryOp::Identity,
+    UnaryOp::Sin,
+    UnaryOp::Cos,
 ];
 
 #[test]
