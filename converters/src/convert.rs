@@ -70,7 +70,9 @@ fn attention_masks(g: &Graph) -> Vec<MaskMode> {
 fn decoded_dim(model: &OnnxModel, forward: &Graph) -> Result<Option<String>> {
     match forward.metadata.iter().find(|(k, _)| k == "mote.decode") {
         Some((_, d)) if model.symbols.contains(d) => Ok(Some(d.clone())),
-        Some((_, d)) => bail!("metadata mote.decode names '{d}', not a dim of the inputs ({})", model.symbols.join(", ")),
+        Some((_, d)) => {
+            bail!("metadata mote.decode names '{d}', not a dim of the inputs ({})", model.symbols.join(", "))
+        }
         None => Ok((model.symbols.len() == 1).then(|| model.symbols[0].clone())),
     }
 }
@@ -109,7 +111,8 @@ fn decode_entries(model: &OnnxModel, bounds: &Bounds, forward: &Graph) -> Result
     for n in &split.decode.nodes {
         if let IrOp::Rt(Op::Attention(a)) = n.op {
             let from_encoder = |k: usize| split.boundary.contains(&split.decode.tensors[n.inputs[k]].name);
-            if !cacheable(&a.mask) && !(from_encoder(1) && from_encoder(2)) {
+            let cross = from_encoder(1) && from_encoder(2);
+            if !cacheable(&a.mask) && !cross {
                 bail!(
                     "attention '{}' looks back and forth over the decoded dim '{dim}': it cannot run one token at a time",
                     n.name

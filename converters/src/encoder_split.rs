@@ -108,7 +108,9 @@ pub fn split(g: &Graph, target_inputs: &[TId]) -> Result<Split> {
     decode.nodes.splice(0..0, loads);
     decode.inputs.retain(|t| target_inputs.contains(t));
     decode.remove_dead_nodes();
-    if let Some(n) = decode.nodes.iter().find(|n| n.inputs.iter().any(|&i| side[i] == Side::Source && !boundary.contains(&i))) {
+    if let Some(n) =
+        decode.nodes.iter().find(|n| n.inputs.iter().any(|&i| side[i] == Side::Source && !boundary.contains(&i)))
+    {
         bail!("internal error: decoder node '{}' still reads an encoder tensor", n.name);
     }
     Ok(Split { encode, decode, boundary: names })

@@ -32,11 +32,13 @@ macro_rules! family_row {
     };
 }
 
+pub mod encdec;
 pub mod mlm;
 pub mod switch;
 pub mod t5;
 pub mod xl;
 
+pub use encdec::{encdec_options, evaluate_encdec, EncdecFigures};
 pub use mlm::{evaluate_mlm, mlm_options, MlmFigures};
 pub use switch::{evaluate_switch, SwitchFigures};
 pub use t5::{evaluate_t5, t5_options, T5Figures};

@@ -53,6 +53,23 @@ pub fn set_inputs(session: &mut Session<'_, '_>, entry: EntryId, inputs: &[Array
     Ok(())
 }
 
+/// The inputs of entry `to` picked by tensor name from `inputs`, the inputs of entry `from`
+/// (e.g. an `encode` entry's source inputs out of `forward`'s).
+pub fn inputs_by_name(model: &Model<'_>, from: EntryId, to: EntryId, inputs: &[Array]) -> Result<Vec<Array>> {
+    let names = |e: EntryId| -> Result<Vec<Option<&str>>> {
+        (0..model.entry(e)?.n_inputs as usize).map(|k| Ok(model.tensor_name(model.entry_input(e, k)?))).collect()
+    };
+    let have = names(from)?;
+    names(to)?
+        .into_iter()
+        .map(|want| {
+            let k = have.iter().position(|h| h.is_some() && *h == want);
+            k.and_then(|k| inputs.get(k).cloned())
+                .ok_or_else(|| anyhow!("no input named '{}' to pass on", want.unwrap_or("?")))
+        })
+        .collect()
+}
+
 /// Reads every output of `entry` as f32 arrays.
 pub fn outputs(session: &Session<'_, '_>, entry: EntryId) -> Result<Vec<Array>> {
     let model = *session.model();

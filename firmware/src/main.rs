@@ -110,14 +110,7 @@ fn run() -> mote::Result<()> {
     if model::HAS_INPUT {
         let entry = model.entry_by_name("forward")?;
         let info = model.entry(entry)?;
-        let mut blob: &[u8] = &model::MOTE_INPUT.0;
-        for k in 0..info.n_inputs as usize {
-            let t = model.tensor(model.entry_input(entry, k)?)?;
-            let n = t.desc.shape.numel();
-            let (mine, rest) = blob.split_at_checked(4 * n).ok_or(mote::Error::SizeMismatch)?;
-            blob = rest;
-            set_input(&mut session, entry, k, t.desc.dtype, mine)?;
-        }
+        feed(&model, &mut session, entry)?;
         let start = ticks();
         session.run(entry)?;
         let end = ticks();
@@ -131,6 +124,13 @@ fn run() -> mote::Result<()> {
 
     if !model::PROMPT.is_empty() {
         session.reset();
+        // Encoder–decoder models: the source side runs once, then generation starts.
+        if let (Ok(encode), true) = (model.entry_by_name("encode"), model::HAS_INPUT) {
+            feed(&model, &mut session, encode)?;
+            let start = ticks();
+            session.run(encode)?;
+            defmt::println!("MOTE ticks encode {=u64}", ticks().saturating_sub(start));
+        }
         let mut sampler = if model::TEMPERATURE == 0.0 {
             Sampler::greedy()
         } else {
@@ -156,6 +156,33 @@ fn run() -> mote::Result<()> {
         for &(t, at) in log.iter().take(n) {
             defmt::println!("MOTE token {=i32} {=u64}", t, at.saturating_sub(prev));
             prev = at;
+        }
+    }
+    Ok(())
+}
+
+/// Sets every input of `entry` from the embedded `forward` inputs, matched by tensor name
+/// (the blob holds `forward`'s inputs in order, 4 bytes per element).
+fn feed(model: &Model<'_>, session: &mut Session<'_, '_>, entry: mote::EntryId) -> mote::Result<()> {
+    let forward = model.entry_by_name("forward")?;
+    for k in 0..model.entry(entry)?.n_inputs as usize {
+        let t = model.tensor(model.entry_input(entry, k)?)?;
+        let name = model.tensor_name(model.entry_input(entry, k)?);
+        let mut blob: &[u8] = &model::MOTE_INPUT.0;
+        let mut found = false;
+        for j in 0..model.entry(forward)?.n_inputs as usize {
+            let id = model.entry_input(forward, j)?;
+            let n = model.tensor(id)?.desc.shape.numel();
+            let (bytes, rest) = blob.split_at_checked(4 * n).ok_or(mote::Error::SizeMismatch)?;
+            blob = rest;
+            if model.tensor_name(id) == name && n == t.desc.shape.numel() {
+                set_input(session, entry, k, t.desc.dtype, bytes)?;
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Err(mote::Error::NotFound);
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 //! [`FamilyFigures`]) and is listed once in [`FAMILIES`]; that is all a new family needs to
 //! appear in `mote zoo train|refresh|report`.
 
+mod encdec;
 mod gpt;
 mod mlm;
 mod switch;
@@ -26,7 +27,7 @@ pub enum ZooCommand {
     /// Re-convert a family's committed ONNX model and rewrite its int8 file and card
     /// (after a converter change; no retraining).
     Refresh {
-        /// Family to refresh (available: gpt, bert, albert, switch, t5, transformer-xl).
+        /// Family to refresh (available: gpt, bert, albert, switch, t5, transformer-xl, encdec).
         family: String,
         /// Family folder (default: models/<family>).
         #[arg(long)]
@@ -43,7 +44,7 @@ pub enum ZooCommand {
 /// Arguments of `mote zoo train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Family to train (available: gpt, bert, albert, switch, t5, transformer-xl).
+    /// Family to train (available: gpt, bert, albert, switch, t5, transformer-xl, encdec).
     pub family: String,
     /// Output folder (default: models/<family>).
     #[arg(long)]
@@ -79,8 +80,15 @@ pub trait ZooFamily: Sync {
 }
 
 /// The families `mote zoo` knows, in report order.
-pub const FAMILIES: [&dyn ZooFamily; 6] =
-    [&gpt::Gpt, &mlm::Mlm(MlmFamily::Bert), &mlm::Mlm(MlmFamily::Albert), &switch::Switch, &xl::TransformerXl, &t5::T5];
+pub const FAMILIES: [&dyn ZooFamily; 7] = [
+    &gpt::Gpt,
+    &mlm::Mlm(MlmFamily::Bert),
+    &mlm::Mlm(MlmFamily::Albert),
+    &switch::Switch,
+    &xl::TransformerXl,
+    &t5::T5,
+    &encdec::EncDec,
+];
 
 /// Runs a `mote zoo` subcommand.
 pub fn run(c: ZooCommand) -> Result<()> {
@@ -173,8 +181,8 @@ fn report(models: &Path) -> Result<()> {
         "\nMACs/tok: one decode_step (decoders) or forward / sequence length (encoders); vs tract: f32 .mote \
          max-abs on golden inputs; task metric on held-out data with the f32 and the int8 file (gpt, switch: \
          next-char loss, lower is better; bert/albert: accuracy on masked positions, higher is better; \
-         transformer-xl: next-char loss with memory carried across 32-char segments; t5: greedy answers that \
-         match exactly, higher is better)."
+         transformer-xl: next-char loss with memory carried across 32-char segments; t5, encdec: greedy \
+         answers that match exactly, higher is better)."
     );
     Ok(())
 }

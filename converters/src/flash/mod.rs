@@ -157,6 +157,12 @@ impl Outcome {
         Some(d.forward_ticks?.saturating_sub(d.overhead_ticks) as f64 * self.instructions_per_tick)
     }
 
+    /// Instructions of the `encode` run before generation (encoder–decoder models).
+    pub fn encode_instructions(&self) -> Option<f64> {
+        let d = self.device.as_ref()?;
+        Some(d.encode_ticks?.saturating_sub(d.overhead_ticks) as f64 * self.instructions_per_tick)
+    }
+
     /// Mean instructions per generated token after the first (one decode_step + sampling).
     pub fn token_instructions(&self) -> Option<f64> {
         let d = self.device.as_ref()?;
@@ -238,7 +244,8 @@ pub fn flash_with(req: &Request, say: &mut dyn FnMut(&str)) -> Result<Outcome> {
     let host_outputs: Vec<Vec<f32>> = host::run(&bytes, "forward", &inputs)?.iter().map(|a| a.to_f32()).collect();
     let blob = input_blob(&model, forward, &inputs)?;
     let (prompt, max_new) = generation_plan(&model, req, &inputs)?;
-    let host_tokens = if prompt.is_empty() { Vec::new() } else { host_generate(&model, &prompt, max_new, req)? };
+    let host_tokens =
+        if prompt.is_empty() { Vec::new() } else { host_generate(&model, &inputs, &prompt, max_new, req)? };
     if let Some(missing) = firmware::missing_toolchain(is_qemu) {
         bail!("cannot build firmware: {missing}");
     }
@@ -385,6 +392,9 @@ fn say_results(model: &Model<'_>, o: &Outcome, say: &mut dyn FnMut(&str)) {
                 "DIFFERS from the host runtime"
             }
         ));
+        if let Some(n) = o.encode_instructions() {
+            say(&format!("instructions to encode the source (once): {n:.0}"));
+        }
         if let Some(n) = o.token_instructions() {
             say(&format!("instructions per generated token: {n:.0} (mean over {} decode steps)", d.tokens.len() - 1));
         }
@@ -445,14 +455,20 @@ fn input_blob(model: &Model<'_>, entry: EntryId, inputs: &[Array]) -> Result<Vec
     Ok(blob)
 }
 
-/// Prompt and token count for on-device generation (none without a decode_step entry).
+/// Prompt and token count for on-device generation (none without a decode_step entry). The
+/// default prompt is the first 4 input tokens, or `bos` (`mote.special_tokens`) for
+/// encoder–decoder models, whose source is the `forward` input.
 fn generation_plan(model: &Model<'_>, req: &Request, inputs: &[Array]) -> Result<(Vec<i32>, usize)> {
     if model.entry_by_name("decode_step").is_err() {
         return Ok((Vec::new(), 0));
     }
-    let prompt = match &req.prompt {
-        Some(p) => p.clone(),
-        None => match inputs.first().map(|a| &a.data) {
+    let bos = model
+        .metadata("mote.special_tokens")
+        .and_then(|s| s.split(',').find_map(|kv| kv.strip_prefix("bos=")).and_then(|v| v.parse::<i32>().ok()));
+    let prompt = match (&req.prompt, model.entry_by_name("encode").is_ok()) {
+        (Some(p), _) => p.clone(),
+        (None, true) => vec![bos.ok_or_else(|| anyhow!("the model names no bos token: pass --prompt"))?],
+        (None, false) => match inputs.first().map(|a| &a.data) {
             Some(Data::I64(v)) => v.iter().take(4).map(|&x| x as i32).collect(),
             _ => return Ok((Vec::new(), 0)),
         },
@@ -460,11 +476,9 @@ fn generation_plan(model: &Model<'_>, req: &Request, inputs: &[Array]) -> Result
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    let capacity = model
-        .metadata("mote.dims")
-        .and_then(|d| convert::parse_bounds(d).ok())
-        .and_then(|b| b.values().next().copied())
-        .unwrap_or(usize::MAX);
+    let bounds = model.metadata("mote.dims").and_then(|d| convert::parse_bounds(d).ok()).unwrap_or_default();
+    let decoded = model.metadata("mote.decode").and_then(|d| bounds.get(d));
+    let capacity = decoded.or(bounds.values().next()).copied().unwrap_or(usize::MAX);
     let room = capacity.saturating_sub(prompt.len());
     if room == 0 {
         bail!("the prompt ({} tokens) fills the model's context of {capacity}", prompt.len());
@@ -481,9 +495,22 @@ fn sampler(req: &Request) -> Result<Sampler> {
     }
 }
 
-fn host_generate(model: &Model<'_>, prompt: &[i32], max_new: usize, req: &Request) -> Result<Vec<i32>> {
+/// Generates as the firmware does: `encode` on the `forward` inputs first when the model has
+/// one, then the prompt and `max_new` tokens through `decode_step`.
+fn host_generate(
+    model: &Model<'_>,
+    inputs: &[Array],
+    prompt: &[i32],
+    max_new: usize,
+    req: &Request,
+) -> Result<Vec<i32>> {
     let mut mem = host::Memory::for_model(model);
     let mut session = mote::Session::new(model, &mut mem.arena, &mut mem.state)?;
+    if let Ok(encode) = model.entry_by_name("encode") {
+        let forward = model.entry_by_name("forward")?;
+        host::set_inputs(&mut session, encode, &host::inputs_by_name(model, forward, encode, inputs)?)?;
+        session.run(encode)?;
+    }
     let mut generator = Generator::new(&mut session).context("decode_step")?;
     let mut s = sampler(req)?;
     let mut out = Vec::new();

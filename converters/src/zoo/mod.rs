@@ -15,6 +15,7 @@ pub mod bert;
 mod card_md;
 mod char_lm;
 pub mod corpus;
+pub mod encdec;
 pub mod encoder;
 pub mod gpt;
 pub mod layers;

@@ -1,0 +1,133 @@
+//! The encoder–decoder model card (`card.md`).
+//!
+//! ```no_run
+//! # fn demo(report: &mote_converters::zoo::encdec::EncDecReport) -> anyhow::Result<()> {
+//! mote_converters::zoo::encdec::write_encdec_card(std::path::Path::new("models/encdec"), report, "")?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::task;
+use super::train::EncDecReport;
+
+/// Renders the card text (without writing it).
+pub fn render_encdec_card(r: &EncDecReport, extra_markdown: &str) -> String {
+    let c = &r.config;
+    let o = &r.options;
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    let mut s = String::new();
+    let _ = writeln!(s, "# encdec — vanilla Transformer encoder–decoder (toy translation)\n");
+    let _ = writeln!(
+        s,
+        "A pre-norm Transformer encoder–decoder (Vaswani et al., 2017) trained from scratch in candle by \
+         `mote-converters` (zoo) and exported to ONNX (`model.onnx`, opset 17) by the same layer code. \
+         The encoder reads the padded source with a padding mask; the decoder generates the target \
+         causally, attending to the encoder output (cross-attention).\n"
+    );
+    let _ = writeln!(s, "## Task and data\n");
+    let _ = writeln!(
+        s,
+        "Sequence reversal, generated in code with fixed seeds: the source is {}–{} symbols drawn uniformly \
+         from {} (`{}`), padded with `_` to {} (mask 0 on padding); the target is `^` (BOS), the reversed \
+         source, `$` (EOS). Training draws fresh examples every step; the held-out set \
+         (`heldout.*.npy`) comes from another seed.\n",
+        task::MIN_LEN,
+        task::MAX_LEN,
+        task::SYMBOLS,
+        &r.vocab[3..],
+        c.max_src
+    );
+    let _ = writeln!(s, "- Vocabulary ({} ids, id order): `{}`\n", r.vocab.chars().count(), r.vocab);
+    let _ = writeln!(s, "## Architecture\n");
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "| layers | {} encoder + {} decoder pre-norm layers (LayerNorm with bias), final LayerNorm on each side |",
+        c.enc_layers, c.dec_layers
+    );
+    let _ = writeln!(
+        s,
+        "| width | d_model {}, {} heads (head dim {}), GELU FFN {} |",
+        c.d_model,
+        c.n_heads,
+        c.d_model / c.n_heads,
+        c.d_ff
+    );
+    let _ = writeln!(
+        s,
+        "| embeddings | one token table shared by source and target, scaled by √d; untied output projection |"
+    );
+    let _ = writeln!(
+        s,
+        "| positions | sinusoidal, computed in the graph from `Range(0, S)` (Sin/Cos of position × 1/10000^(2i/d)) |"
+    );
+    let _ = writeln!(
+        s,
+        "| attention | encoder: bidirectional + source padding mask; decoder: causal self-attention, then \
+         cross-attention over the encoder output with the same padding mask |"
+    );
+    let _ = writeln!(s, "| bounds | source {} tokens, decoder input {} tokens |", c.max_src, c.max_tgt);
+    let _ = writeln!(s, "| parameters | {} |", r.params);
+    let _ = writeln!(
+        s,
+        "| ONNX I/O | `src` int64 [1, src], `src_mask` int64 [1, src], `tgt` int64 [1, tgt] → `logits` f32 \
+         [1, tgt, {}] |\n",
+        c.vocab
+    );
+    let _ = writeln!(s, "## Training\n");
+    let _ = writeln!(
+        s,
+        "AdamW (β = 0.9/0.99, weight decay {} on weight matrices), peak lr {:e}, {} warm-up steps then \
+         cosine decay to 10%, {} steps of {} examples, teacher forcing with the loss on the target tokens \
+         up to EOS, seed {}. Wall time {:.0} s on the host CPU. Smoothed final train loss {:.4} nats/token.\n",
+        o.weight_decay, o.lr, o.warmup, o.steps, o.batch_size, o.seed, r.train_seconds, r.final_train_loss
+    );
+    let _ = writeln!(s, "## Metrics (held-out, greedy, candle f32)\n");
+    let _ = writeln!(s, "{} held-out examples; exact match = the whole output sequence right.\n", r.heldout_examples);
+    let _ = writeln!(s, "| model | exact match | token accuracy |\n|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| copy-the-source baseline (unreversed) | {} | {} |",
+        pct(r.copy_baseline.exact),
+        pct(r.copy_baseline.token)
+    );
+    let _ = writeln!(s, "| **encdec (candle, f32)** | {} | {} |", pct(r.model.exact), pct(r.model.token));
+    let _ = writeln!(
+        s,
+        "\nExported ONNX in tract vs candle, max abs logit difference on golden inputs: {:.2e}.\n",
+        r.onnx_vs_candle_max_abs
+    );
+    let _ = writeln!(s, "## Samples\n");
+    for (src, out) in &r.samples {
+        let _ = writeln!(s, "- `{src}` → `{out}`");
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "## Files\n");
+    let _ = writeln!(
+        s,
+        "- `model.onnx`: the exported f32 model (metadata `mote.family`, `mote.tokenizer`, \
+         `mote.special_tokens`, `mote.max_src`, `mote.max_tgt`, `mote.decode` = `tgt`, the decoded dim).\n\
+         - `model.int8.mote`: converted with `--dim src={s},tgt={t}`.\n\
+         - `golden/g{{0..3}}.{{src,src_mask,tgt,logits}}.npy`: held-out examples and candle's logits.\n\
+         - `calib/s{{0..7}}.{{src,src_mask,tgt}}.npy`: training-stream examples for calibration.\n\
+         - `heldout.{{src,src_mask,tgt}}.npy`: the held-out set (targets with BOS/EOS, padded).\n",
+        s = c.max_src,
+        t = c.max_tgt
+    );
+    s.push_str(extra_markdown);
+    if !extra_markdown.is_empty() && !extra_markdown.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+/// Writes `card.md` into `out_dir`, appending `extra_markdown` (the runtime figures).
+pub fn write_encdec_card(out_dir: &Path, report: &EncDecReport, extra_markdown: &str) -> Result<()> {
+    let path = out_dir.join("card.md");
+    std::fs::write(&path, render_encdec_card(report, extra_markdown))
+        .with_context(|| format!("writing {}", path.display()))
+}
