@@ -8,11 +8,18 @@ use mote_converters::emit::dtypes::QuantMode;
 use mote_converters::host;
 use mote_tests::{gpt_options, scratch, untrained_gpt};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
 
+/// One conversion shared by the tests: each writing the same scratch ONNX file while another
+/// test's import had it mapped was a race (SIGBUS when the file was truncated under the map).
 fn model_bytes() -> Vec<u8> {
-    let dir = scratch("mutations");
-    let onnx = untrained_gpt(&dir, 5);
-    convert::convert(&onnx, &gpt_options(QuantMode::Int8, 16)).unwrap().bytes
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES
+        .get_or_init(|| {
+            let onnx = untrained_gpt(&scratch("mutations"), 5);
+            convert::convert(&onnx, &gpt_options(QuantMode::Int8, 16)).unwrap().bytes
+        })
+        .clone()
 }
 
 /// Parses and, if that succeeds, runs every entry once; returns whether it parsed.
