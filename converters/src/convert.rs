@@ -33,6 +33,10 @@ pub struct Options {
     pub calibration: Option<Calibration>,
     /// Whether to add a `decode_step` entry with a KV cache for causal models.
     pub decode: bool,
+    /// Further entry points, each from its own ONNX graph under the same bounds (e.g. a flow's
+    /// `inverse` next to its `forward`): `(entry name, path)`. Weights equal to another
+    /// entry's are stored once.
+    pub extra_entries: Vec<(String, PathBuf)>,
 }
 
 /// A finished conversion.
@@ -168,6 +172,9 @@ pub fn convert(onnx: &Path, opts: &Options) -> Result<Converted> {
             decode_dim = Some(dim);
         }
     }
+    for (name, path) in &opts.extra_entries {
+        entries.push(extra_entry(name, path, &opts.bounds, &entries)?);
+    }
     let mut metadata = forward.metadata.clone();
     metadata.push(("mote.dims".into(), format_bounds(&opts.bounds)));
     let f32_model = emit::emit(&entries, QuantMode::F32, None, &metadata)?;
@@ -178,7 +185,11 @@ pub fn convert(onnx: &Path, opts: &Options) -> Result<Converted> {
             let cal = opts.calibration.as_ref().ok_or_else(|| {
                 anyhow!("--quant int8 needs calibration data: pass --calib DIR (of .npy inputs) or --calib-random N")
             })?;
-            let samples = calibration_samples(cal, &forward)?;
+            let mut samples = vec![("forward".to_string(), calibration_samples(cal, &forward)?)];
+            for e in entries.iter().filter(|e| opts.extra_entries.iter().any(|(n, _)| *n == e.name)) {
+                let random = (0..EXTRA_CALIBRATION_SAMPLES).map(|s| random_inputs(&e.graph, 2000 + s)).collect();
+                samples.push((e.name.clone(), random));
+            }
             let ranges = calibrate(&f32_model.bytes, &samples)?;
             emit::emit(&entries, QuantMode::Int8, Some(&ranges), &metadata)?
         }
@@ -189,8 +200,28 @@ pub fn convert(onnx: &Path, opts: &Options) -> Result<Converted> {
     Ok(Converted { bytes: out.bytes, plans: out.plans, inspection, decode_dim })
 }
 
-/// Records the real range of every tensor over the samples.
-pub fn calibrate(f32_bytes: &[u8], samples: &[Vec<Array>]) -> Result<Ranges> {
+/// Random calibration samples of each extra entry (its floats ~ N(0, 1), e.g. flow latents).
+const EXTRA_CALIBRATION_SAMPLES: u64 = 16;
+
+/// An entry point from its own ONNX file. Its tensors are named `<entry>/<tensor>` so that
+/// calibration ranges and reports keep it apart from the other entries.
+fn extra_entry(name: &str, path: &Path, bounds: &Bounds, so_far: &[EntrySpec]) -> Result<EntrySpec> {
+    if name.is_empty() || name.contains(['/', '=']) {
+        bail!("entry name '{name}' must be non-empty, without '/' or '='");
+    }
+    if so_far.iter().any(|e| e.name == name) {
+        bail!("entry '{name}' is defined twice");
+    }
+    let model = OnnxModel::load(path)?;
+    let mut graph = fused(&model, bounds).with_context(|| format!("entry '{name}' from {}", path.display()))?;
+    for t in &mut graph.tensors {
+        t.name = format!("{name}/{}", t.name);
+    }
+    Ok(EntrySpec { name: name.into(), graph, kv_capacity: None })
+}
+
+/// Records the real range of every tensor over the samples of each entry (`(entry, samples)`).
+pub fn calibrate(f32_bytes: &[u8], samples: &[(String, Vec<Vec<Array>>)]) -> Result<Ranges> {
     let mut ranges = Ranges::new();
     let mut widen = |name: &str, v: &[f32]| {
         let (lo, hi) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
@@ -198,16 +229,18 @@ pub fn calibrate(f32_bytes: &[u8], samples: &[Vec<Array>]) -> Result<Ranges> {
         *r = (r.0.min(lo), r.1.max(hi));
     };
     let model = mote::Model::parse(f32_bytes)?;
-    let e = model.entry_by_name("forward")?;
-    for sample in samples {
-        for (k, a) in sample.iter().enumerate() {
-            if let Some(name) = model.entry_input(e, k).ok().and_then(|id| model.tensor_name(id)) {
-                widen(name, &a.to_f32());
+    for (entry, samples) in samples {
+        let e = model.entry_by_name(entry)?;
+        for sample in samples {
+            for (k, a) in sample.iter().enumerate() {
+                if let Some(name) = model.entry_input(e, k).ok().and_then(|id| model.tensor_name(id)) {
+                    widen(name, &a.to_f32());
+                }
             }
         }
+        // One session for all samples: persistent state (memory) sees realistic values.
+        host::run_sequence_observed(f32_bytes, entry, samples, &mut widen)?;
     }
-    // One session for all samples: persistent state (memory) sees realistic values.
-    host::run_sequence_observed(f32_bytes, "forward", samples, &mut widen)?;
     Ok(ranges)
 }
 

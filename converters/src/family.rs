@@ -161,7 +161,7 @@ pub(crate) fn bounds_of(onnx: &OnnxModel) -> Result<Bounds> {
 /// calibration from `calib/`, decode entries when `decode`.
 pub(crate) fn zoo_options(dir: &Path, quant: QuantMode, decode: bool) -> Result<Options> {
     let bounds = bounds_of(&OnnxModel::load(&dir.join("model.onnx"))?)?;
-    Ok(Options { quant, bounds, calibration: Some(Calibration::Dir(dir.join("calib"))), decode })
+    Ok(Options { quant, bounds, calibration: Some(Calibration::Dir(dir.join("calib"))), decode, extra_entries: Vec::new() })
 }
 
 /// Options for converting a zoo GPT.

@@ -100,6 +100,15 @@ impl Memory {
     }
 }
 
+/// The entry point `name`, or an error listing the model's entry points.
+pub fn entry_point(model: &Model<'_>, name: &str) -> Result<EntryId> {
+    model.entry_by_name(name).map_err(|_| {
+        let names: Vec<&str> =
+            (0..model.entry_count() as u32).filter_map(|e| model.entry_name(EntryId(e)).ok()).collect();
+        anyhow!("the model has no entry point '{name}' (it has: {})", names.join(", "))
+    })
+}
+
 /// Runs `entry` of a model once on `inputs`, returning its outputs.
 pub fn run(bytes: &[u8], entry: &str, inputs: &[Array]) -> Result<Vec<Array>> {
     run_observed(bytes, entry, inputs, |_, _| {})
@@ -126,7 +135,7 @@ pub fn run_sequence_observed(
     mut observe: impl FnMut(&str, &[f32]),
 ) -> Result<Vec<Vec<Array>>> {
     let model = Model::parse(bytes)?;
-    let e = model.entry_by_name(entry).map_err(|_| anyhow!("the model has no entry point '{entry}'"))?;
+    let e = entry_point(&model, entry)?;
     let mut mem = Memory::for_model(&model);
     let mut session = Session::new(&model, &mut mem.arena, &mut mem.state)?;
     let mut values = Vec::new();

@@ -52,6 +52,11 @@ pub enum Error {
     IndexOutOfRange,
     /// An external backend (tract) failed to load or run the model.
     Backend,
+    /// An input value is NaN or infinite (at this element index of the input).
+    NonFinite {
+        /// Index of the first offending element.
+        index: u32,
+    },
 }
 
 impl fmt::Display for Error {
@@ -80,6 +85,7 @@ impl fmt::Display for Error {
             Error::StateFull => write!(f, "state is full: sequence longer than the converted bound"),
             Error::IndexOutOfRange => write!(f, "an index is outside the table it indexes"),
             Error::Backend => write!(f, "the tract backend failed to load or run the model"),
+            Error::NonFinite { index } => write!(f, "input element {index} is NaN or infinite"),
         }
     }
 }

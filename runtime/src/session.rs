@@ -79,11 +79,16 @@ impl<'m, 'b> Session<'m, 'b> {
         }
     }
 
-    /// Writes real values into input `k` of `entry`, quantising if it is int8.
+    /// Writes real values into input `k` of `entry`, quantising if it is int8. A NaN or an
+    /// infinity is [`Error::NonFinite`] (nothing is written): it would otherwise flow silently
+    /// into every output, or saturate when quantised.
     pub fn set_input_f32(&mut self, entry: EntryId, k: usize, values: &[f32]) -> Result<()> {
         let t = self.arena_tensor(self.model.entry_input(entry, k)?)?;
         if values.len() != t.desc.shape.numel() {
             return Err(Error::SizeMismatch);
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { index: i as u32 });
         }
         let bytes = &mut self.arena[t.range()];
         for (i, &v) in values.iter().enumerate() {

@@ -41,5 +41,6 @@ pub fn gpt_options(quant: mote_converters::emit::dtypes::QuantMode, seq: usize) 
         bounds: [("seq".to_string(), seq)].into_iter().collect(),
         calibration: Some(mote_converters::convert::Calibration::Random(2)),
         decode: true,
+        extra_entries: Vec::new(),
     }
 }

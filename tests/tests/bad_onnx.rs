@@ -11,6 +11,7 @@ fn opts(dims: &[(&str, usize)]) -> Options {
         bounds: dims.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         calibration: None,
         decode: true,
+        extra_entries: Vec::new(),
     }
 }
 

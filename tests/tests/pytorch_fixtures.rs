@@ -23,6 +23,7 @@ fn options(quant: QuantMode, dims: &[(&str, usize)]) -> Options {
         bounds: dims.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         calibration: (quant == QuantMode::Int8).then_some(Calibration::Random(4)),
         decode: true,
+        extra_entries: Vec::new(),
     }
 }
 

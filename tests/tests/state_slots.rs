@@ -87,8 +87,13 @@ fn state_carries_across_calls_like_tract() {
     let onnx = recurrent_cell();
     let xs = steps(6);
     let want = tract_sequence(&onnx, &xs);
-    let opts =
-        |quant| Options { quant, bounds: Default::default(), calibration: Some(Calibration::Random(8)), decode: false };
+    let opts = |quant| Options {
+        quant,
+        bounds: Default::default(),
+        calibration: Some(Calibration::Random(8)),
+        decode: false,
+        extra_entries: Vec::new(),
+    };
     let f32_model = convert(&onnx, &opts(QuantMode::F32)).expect("convert f32");
     let got = mote_sequence(&f32_model.bytes, &xs);
     let err = max_abs(&got, &want);

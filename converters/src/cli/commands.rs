@@ -36,6 +36,11 @@ pub struct ConvertArgs {
     /// Fail if the file exceeds this (e.g. 1MiB).
     #[arg(long, value_parser = convert::parse_size)]
     pub flash_budget: Option<usize>,
+    /// A further entry point from its own ONNX graph, `NAME=model.onnx` (repeatable), e.g.
+    /// `--entry inverse=inverse.onnx` for a flow's sampling direction. Same `--dim` bounds;
+    /// weights shared with other entries are stored once.
+    #[arg(long = "entry", value_parser = parse_entry)]
+    pub entries: Vec<(String, PathBuf)>,
     /// Do not add incremental-decoding entries for causal models (a KV-cached `decode_step`;
     /// `encode` too for encoder–decoder models).
     #[arg(long)]
@@ -57,6 +62,13 @@ fn parse_dim(s: &str) -> std::result::Result<(String, usize), String> {
     Ok((k.to_string(), v))
 }
 
+fn parse_entry(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_string(), PathBuf::from(path))),
+        _ => Err(format!("'{s}' is not NAME=PATH (example: --entry inverse=inverse.onnx)")),
+    }
+}
+
 /// Prints a comparison line.
 pub fn print_comparison(label: &str, c: &Comparison) {
     println!("{label}: max-abs {:.3e}  max-rel {:.3e}  cosine {:.6}  ({} values)", c.max_abs, c.max_rel, c.cosine, c.n);
@@ -69,7 +81,8 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         (None, Some(n)) => Some(Calibration::Random(n)),
         _ => None,
     };
-    let opts = Options { quant: a.quant, bounds: bounds.clone(), calibration, decode: !a.no_decode };
+    let opts =
+        Options { quant: a.quant, bounds: bounds.clone(), calibration, decode: !a.no_decode, extra_entries: a.entries };
     let c = convert::convert(&a.onnx, &opts)?;
     print!("{}", report::render(&c.inspection));
     for p in &c.plans {
@@ -91,13 +104,17 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     convert::check_budgets(&c.inspection, a.ram_budget, a.flash_budget)?;
     if !a.no_verify {
         let floor = a.min_cosine.unwrap_or(super::default_min_cosine(a.quant));
-        let worst = self_check(&a.onnx, &c.bytes, &bounds, 2)?;
-        print_comparison("self-check vs tract (2 random inputs)", &worst);
-        if worst.cosine.is_nan() || worst.cosine < floor {
-            bail!(
-                "conversion drifted from tract: cosine {:.6} < {floor} (pass --min-cosine or --no-verify to accept)",
-                worst.cosine
-            );
+        let entries =
+            std::iter::once(("forward", &a.onnx)).chain(opts.extra_entries.iter().map(|(n, p)| (n.as_str(), p)));
+        for (entry, onnx) in entries {
+            let worst = self_check(onnx, entry, &c.bytes, &bounds, 2)?;
+            print_comparison(&format!("self-check of {entry} vs tract (2 random inputs)"), &worst);
+            if worst.cosine.is_nan() || worst.cosine < floor {
+                bail!(
+                    "{entry} drifted from tract: cosine {:.6} < {floor} (pass --min-cosine or --no-verify to accept)",
+                    worst.cosine
+                );
+            }
         }
     }
     std::fs::write(&a.output, &c.bytes).with_context(|| format!("cannot write {}", a.output.display()))?;
@@ -105,8 +122,9 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     Ok(())
 }
 
-/// Worst comparison of the forward entry against tract over `n` random inputs.
-pub fn self_check(onnx: &Path, bytes: &[u8], bounds: &Bounds, n: u64) -> Result<Comparison> {
+/// Worst comparison (over all outputs) of `entry` against tract running `onnx`, over `n`
+/// random inputs.
+pub fn self_check(onnx: &Path, entry: &str, bytes: &[u8], bounds: &Bounds, n: u64) -> Result<Comparison> {
     let g = crate::import::OnnxModel::load(onnx)?.instantiate(bounds)?;
     let is_state = |&t: &usize| crate::state_io::is_state_input(&g.tensors[t].name);
     let mut worst: Option<Comparison> = None;
@@ -121,10 +139,12 @@ pub fn self_check(onnx: &Path, bytes: &[u8], bounds: &Bounds, n: u64) -> Result<
         let want = verify::tract_reference(onnx, &inputs)?;
         let own: Vec<Array> =
             inputs.iter().zip(&g.inputs).filter(|(_, t)| !is_state(t)).map(|(a, _)| a.clone()).collect();
-        let got = host::run(bytes, "forward", &own)?;
-        let c = verify::compare(&got[0].to_f32(), &want[0].to_f32())?;
-        if worst.is_none_or(|w| c.cosine < w.cosine) {
-            worst = Some(c);
+        let got = host::run(bytes, entry, &own)?;
+        for (g, w) in got.iter().zip(&want) {
+            let c = verify::compare(&g.to_f32(), &w.to_f32())?;
+            if worst.is_none_or(|w| c.cosine < w.cosine) {
+                worst = Some(c);
+            }
         }
     }
     worst.ok_or_else(|| anyhow!("no samples"))

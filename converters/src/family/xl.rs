@@ -83,7 +83,13 @@ impl XlFigures {
 /// Options for converting the zoo Transformer-XL: fixed shapes, calibration from
 /// consecutive segments in `calib/` (run in one session), no decode entry.
 pub fn xl_options(dir: &Path, quant: QuantMode) -> Options {
-    Options { quant, bounds: Bounds::new(), calibration: Some(Calibration::Dir(dir.join("calib"))), decode: false }
+    Options {
+        quant,
+        bounds: Bounds::new(),
+        calibration: Some(Calibration::Dir(dir.join("calib"))),
+        decode: false,
+        extra_entries: Vec::new(),
+    }
 }
 
 /// Held-out evaluation of a segment-step `.mote` LM.

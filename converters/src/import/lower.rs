@@ -142,6 +142,22 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
             let axes = axes.iter().map(|&a| attrs::axis(node, a, r)).collect::<Result<Vec<_>>>()?;
             push(g, IrOp::ReduceMean { axes }, vec![x])
         }
+        "ReduceSum" => {
+            let x = input(0)?;
+            let axes = match (attrs::ints(node, "axes"), inputs.get(1).copied().flatten()) {
+                (Some(a), _) => a,
+                (None, Some(t)) => g
+                    .konst(t)
+                    .map(Const::to_i64)
+                    .ok_or_else(|| anyhow!("node '{name}' (ReduceSum): axes must be constant"))?,
+                (None, None) => (0..rank(x, g) as i64).collect(),
+            };
+            let [axis] = axes[..] else {
+                bail!("node '{name}' (ReduceSum): mote sums over one axis, not {axes:?}");
+            };
+            let axis = attrs::axis(node, axis, rank(x, g))?;
+            push(g, rt(Op::ReduceSum { axis: axis as u8 }), vec![x])
+        }
         "Range" => {
             let (start, delta) = (input(0)?, input(2)?);
             let (Some(s), Some(d)) = (g.scalar(start), g.scalar(delta)) else {

@@ -5,6 +5,7 @@
 //!   where a constant branch becomes a precomputed term (`Where(c, x, y_const)` is
 //!   `x * C + D`, `D = c ? 0 : y`), so selected values pass through exactly.
 //! - `Expand` of reals: `x + zeros(output shape)` (broadcasting does the expansion).
+//! - `ReduceMean` over one axis outside a norm pattern: `ReduceSum` times `1/n`.
 
 use crate::ir::{Elem, Graph, IrOp, Node, TId, Tensor};
 use anyhow::{bail, Result};
@@ -27,6 +28,36 @@ pub fn lower_leftovers(g: &mut Graph) -> Result<()> {
             g.nodes.splice(i..=i, replacement);
             i += k;
         }
+    }
+    Ok(())
+}
+
+/// Rewrites each `ReduceMean` no norm fusion consumed as `ReduceSum` then `Mul` by `1/n`
+/// (one axis; several are an error naming the node).
+pub fn lower_reduce_means(g: &mut Graph) -> Result<()> {
+    let mut i = 0;
+    while i < g.nodes.len() {
+        let IrOp::ReduceMean { axes } = g.nodes[i].op.clone() else {
+            i += 1;
+            continue;
+        };
+        let n = g.nodes[i].clone();
+        let [axis] = axes[..] else {
+            bail!("unsupported op 'ReduceMean' at node '{}': mote averages over one axis, not {axes:?}", n.name);
+        };
+        let count = g.tensors[n.inputs[0]].shape[axis];
+        let out = g.tensors[n.output].clone();
+        let sum = g.add_tensor(Tensor { name: format!("{}.sum", out.name), konst: None, ..out.clone() });
+        let scale = g.add_const_f32(&format!("{}.inv_n", out.name), vec![1], vec![1.0 / count as f32]);
+        let reduce = Node { op: IrOp::Rt(Op::ReduceSum { axis: axis as u8 }), output: sum, ..n.clone() };
+        let mean = Node {
+            name: format!("{}.mean", n.name),
+            op: IrOp::Rt(Op::Binary(BinaryOp::Mul)),
+            inputs: vec![sum, scale],
+            ..n
+        };
+        g.nodes.splice(i..=i, [reduce, mean]);
+        i += 2;
     }
     Ok(())
 }

@@ -49,16 +49,7 @@ pub fn run_all(g: &mut Graph) -> Result<()> {
         }
         bail!("{e:#}\n{}", notes.join("\n"));
     }
-    for n in &g.nodes {
-        if let IrOp::ReduceMean { .. } = n.op {
-            bail!(
-                "unsupported op '{}' at node '{}': mote lowers ReduceMean only as part of a LayerNorm pattern",
-                n.onnx_op,
-                n.name
-            );
-        }
-    }
-    Ok(())
+    leftovers::lower_reduce_means(g)
 }
 
 /// The op of node `i` if it is a runtime op.

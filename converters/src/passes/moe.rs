@@ -378,7 +378,13 @@ mod tests {
     fn convert_and_compare(extra_gate: bool) -> Result<crate::convert::Converted> {
         let path = std::env::temp_dir().join(format!("mote_moe_pass_{extra_gate}_{}.onnx", std::process::id()));
         std::fs::write(&path, tiny_onnx(extra_gate)?)?;
-        let opts = Options { quant: QuantMode::F32, bounds: Default::default(), calibration: None, decode: false };
+        let opts = Options {
+            quant: QuantMode::F32,
+            bounds: Default::default(),
+            calibration: None,
+            decode: false,
+            extra_entries: vec![],
+        };
         let c = convert(&path, &opts)?;
         let mut r = SplitMix64::new(11);
         for _ in 0..3 {

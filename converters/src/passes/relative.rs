@@ -324,6 +324,7 @@ mod tests {
             bounds,
             calibration: None,
             decode: false,
+            extra_entries: Vec::new(),
         };
         let conv = crate::convert::convert(&path, &opts)?;
         for prefix in [0i64, 3, 10] {

@@ -95,6 +95,12 @@ pub enum Op {
         /// Axis to normalise.
         axis: u8,
     },
+    /// Sum along `axis` (kept as size 1 or dropped: the output holds one value per position of
+    /// the other axes).
+    ReduceSum {
+        /// Axis to sum.
+        axis: u8,
+    },
     /// LayerNorm over the last axis: inputs `x`, `gamma`, optional `beta`.
     LayerNorm {
         /// Variance epsilon.
@@ -187,6 +193,7 @@ mod kind {
     pub const LOAD_STATE: u16 = 15;
     pub const STORE_STATE: u16 = 16;
     pub const MOE: u16 = 17;
+    pub const REDUCE_SUM: u16 = 18;
 }
 
 /// Parameter words of one op, without allocation.
@@ -303,6 +310,7 @@ impl Op {
                 UnaryOp::Cos => "Cos",
             },
             Op::Softmax { .. } => "Softmax",
+            Op::ReduceSum { .. } => "ReduceSum",
             Op::LayerNorm { .. } => "LayerNorm",
             Op::RmsNorm { .. } => "RmsNorm",
             Op::Gather { .. } => "Gather",
@@ -343,6 +351,10 @@ impl Op {
             Op::Softmax { axis } => {
                 p.push(axis as u32);
                 kind::SOFTMAX
+            }
+            Op::ReduceSum { axis } => {
+                p.push(axis as u32);
+                kind::REDUCE_SUM
             }
             Op::LayerNorm { eps, has_beta } => {
                 p.push(eps.to_bits());
@@ -431,6 +443,7 @@ impl Op {
             kind::BINARY => Op::Binary(BinaryOp::from_u32(word(p, 0)?)?),
             kind::UNARY => Op::Unary(UnaryOp::from_u32(word(p, 0)?)?),
             kind::SOFTMAX => Op::Softmax { axis: small(word(p, 0)?)? },
+            kind::REDUCE_SUM => Op::ReduceSum { axis: small(word(p, 0)?)? },
             kind::LAYER_NORM => Op::LayerNorm { eps: finite(p, 0)?, has_beta: bool_word(p, 1)? },
             kind::RMS_NORM => Op::RmsNorm { eps: finite(p, 0)? },
             kind::GATHER => Op::Gather { axis: small(word(p, 0)?)? },
@@ -526,6 +539,7 @@ mod tests {
             Op::Binary(BinaryOp::Pow),
             Op::Unary(UnaryOp::Identity),
             Op::Softmax { axis: 3 },
+            Op::ReduceSum { axis: 1 },
             Op::LayerNorm { eps: 1e-5, has_beta: false },
             Op::RmsNorm { eps: 1e-6 },
             Op::Gather { axis: 1 },

@@ -1,4 +1,4 @@
-//! Softmax, LayerNorm and RMSNorm against naive f64 references.
+//! Softmax, LayerNorm, RMSNorm and ReduceSum against naive f64 references.
 
 use std::vec;
 use std::vec::Vec;
@@ -112,4 +112,37 @@ fn norm_rejects_bad_params_shapes() {
     let one = f32t(&[1], &[1.0]);
     let err = run(&Op::RmsNorm { eps: 1e-5 }, &[&scalar, &one], desc(DType::F32, &[]));
     assert_eq!(err.err(), Some(Error::BadShape));
+}
+
+#[test]
+fn reduce_sum_matches_an_f64_sum_on_every_axis() {
+    let mut rng = Rng(5);
+    let data = rng.vec(2 * 3 * 4, -3.0, 3.0);
+    let x = f32t(&[2, 3, 4], &data);
+    let at = |i: usize, j: usize, k: usize| data[(i * 3 + j) * 4 + k] as f64;
+    let dims = [2usize, 3, 4];
+    for axis in 0..3u8 {
+        let kept: Vec<u32> = (0..3).map(|d| if d == axis as usize { 1 } else { dims[d] as u32 }).collect();
+        let got = run(&Op::ReduceSum { axis }, &[&x], desc(DType::F32, &kept)).unwrap().values();
+        let mut want = Vec::new();
+        for i in 0..kept[0] as usize {
+            for j in 0..kept[1] as usize {
+                for k in 0..kept[2] as usize {
+                    let terms = (0..dims[axis as usize]).map(|r| match axis {
+                        0 => at(r, j, k),
+                        1 => at(i, r, k),
+                        _ => at(i, j, r),
+                    });
+                    want.push(terms.sum::<f64>());
+                }
+            }
+        }
+        assert_close(&got, &want, 1e-5, 1e-6);
+    }
+    // The summed axis may also be dropped: same values, shape [2, 3].
+    let dropped = run(&Op::ReduceSum { axis: 2 }, &[&x], desc(DType::F32, &[2, 3])).unwrap().values();
+    let kept = run(&Op::ReduceSum { axis: 2 }, &[&x], desc(DType::F32, &[2, 3, 1])).unwrap().values();
+    assert_eq!(dropped, kept);
+    assert!(run(&Op::ReduceSum { axis: 3 }, &[&x], desc(DType::F32, &[2, 3, 4])).is_err(), "axis past the rank");
+    assert!(run(&Op::ReduceSum { axis: 2 }, &[&x], desc(DType::F32, &[2, 4])).is_err(), "wrong output size");
 }
