@@ -68,14 +68,16 @@ fn main() {
     let model = mote::Model::parse(&bytes)
         .unwrap_or_else(|e| fail(format!("{}: invalid .mote file: {e}", model_path.display())));
     let has_decode = model.entry_by_name("decode_step").is_ok();
-    // The largest `forward` input, in elements: the stack buffer that converts inputs.
-    let max_input = model
-        .entry_by_name("forward")
-        .ok()
-        .and_then(|e| {
+    // The largest `forward` or `inverse` input, in elements: the stack buffer that converts
+    // inputs (and holds an inverse's latent draws).
+    let max_input = ["forward", "inverse"]
+        .iter()
+        .filter_map(|name| {
+            let e = model.entry_by_name(name).ok()?;
             let n = model.entry(e).ok()?.n_inputs as usize;
             (0..n).map(|k| Some(model.tensor(model.entry_input(e, k).ok()?).ok()?.desc.shape.numel())).max().flatten()
         })
+        .max()
         .unwrap_or(0);
 
     let mut g = String::new();
@@ -90,8 +92,11 @@ fn main() {
         "/// State bytes the model header asks for.\npub const STATE_BYTES: usize = {};",
         model.state_bytes()
     );
-    let _ =
-        writeln!(g, "/// Elements of the largest forward input.\npub const MAX_INPUT: usize = {};", max_input.max(1));
+    let _ = writeln!(
+        g,
+        "/// Elements of the largest forward or inverse input.\npub const MAX_INPUT: usize = {};",
+        max_input.max(1)
+    );
     let _ = writeln!(g, "/// Model file bytes.\npub const MODEL_LEN: usize = {};", bytes.len());
     let _ = writeln!(
         g,

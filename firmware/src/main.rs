@@ -122,6 +122,28 @@ fn run() -> mote::Result<()> {
         }
     }
 
+    // Flows: a sample from the `inverse` entry on seeded standard-normal latents, logged as
+    // the outputs after `forward`'s (the host draws the same latents with the same generator).
+    if let Ok(inverse) = model.entry_by_name("inverse") {
+        let first = if model::HAS_INPUT { model.entry(model.entry_by_name("forward")?)?.n_outputs as usize } else { 0 };
+        let mut rng = mote::rng::Rng::new(model::SEED);
+        let mut z = [0f32; MAX_INPUT];
+        for k in 0..model.entry(inverse)?.n_inputs as usize {
+            let n = model.tensor(model.entry_input(inverse, k)?)?.desc.shape.numel();
+            let z = z.get_mut(..n).ok_or(mote::Error::SizeMismatch)?;
+            z.iter_mut().for_each(|v| *v = rng.gaussian());
+            session.set_input_f32(inverse, k, z)?;
+        }
+        let start = ticks();
+        session.run(inverse)?;
+        defmt::println!("MOTE ticks inverse {=u64}", ticks().saturating_sub(start));
+        for k in 0..model.entry(inverse)?.n_outputs as usize {
+            let v = session.output(inverse, k)?;
+            let n = v.desc.shape.numel();
+            out::floats(first + k, n, (0..n).map(|i| v.get(i).to_bits()));
+        }
+    }
+
     if !model::PROMPT.is_empty() {
         session.reset();
         // Encoder–decoder models: the source side runs once, then generation starts.

@@ -118,7 +118,8 @@ pub struct Outcome {
     pub image: ImageSizes,
     /// `forward` inputs used.
     pub inputs: Vec<Array>,
-    /// Host runtime outputs of `forward` on the same inputs.
+    /// Host runtime outputs of `forward` on the same inputs, then (flows) of `inverse` on seeded
+    /// standard-normal latents.
     pub host_outputs: Vec<Vec<f32>>,
     /// Prompt token ids and the host's generated tokens (empty when the model has no decode_step).
     pub prompt: Vec<i32>,
@@ -155,6 +156,12 @@ impl Outcome {
     pub fn forward_instructions(&self) -> Option<f64> {
         let d = self.device.as_ref()?;
         Some(d.forward_ticks?.saturating_sub(d.overhead_ticks) as f64 * self.instructions_per_tick)
+    }
+
+    /// Instructions of one `inverse` run (flows: one sample).
+    pub fn inverse_instructions(&self) -> Option<f64> {
+        let d = self.device.as_ref()?;
+        Some(d.inverse_ticks?.saturating_sub(d.overhead_ticks) as f64 * self.instructions_per_tick)
     }
 
     /// Instructions of the `encode` run before generation (encoder–decoder models).
@@ -241,7 +248,8 @@ pub fn flash_with(req: &Request, say: &mut dyn FnMut(&str)) -> Result<Outcome> {
         Some(i) => i.clone(),
         None => default_inputs(&model, forward)?,
     };
-    let host_outputs: Vec<Vec<f32>> = host::run(&bytes, "forward", &inputs)?.iter().map(|a| a.to_f32()).collect();
+    let mut host_outputs: Vec<Vec<f32>> = host::run(&bytes, "forward", &inputs)?.iter().map(|a| a.to_f32()).collect();
+    host_outputs.extend(host_sample(&model, &bytes, req.seed)?);
     let blob = input_blob(&model, forward, &inputs)?;
     let (prompt, max_new) = generation_plan(&model, req, &inputs)?;
     let host_tokens =
@@ -343,14 +351,11 @@ fn say_image(i: &ImageSizes, say: &mut dyn FnMut(&str)) {
 
 fn say_results(model: &Model<'_>, o: &Outcome, say: &mut dyn FnMut(&str)) {
     let Some(d) = &o.device else { return };
+    let n_forward = model.entry_by_name("forward").and_then(|e| model.entry(e)).map_or(0, |i| i.n_outputs as usize);
     for (k, v) in d.outputs.iter().enumerate() {
         let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:.5}")).collect();
-        say(&format!(
-            "output {k} ({} values): [{}{}]",
-            v.len(),
-            head.join(", "),
-            if v.len() > 8 { ", ..." } else { "" }
-        ));
+        let label = if k < n_forward { format!("output {k}") } else { format!("inverse output {}", k - n_forward) };
+        say(&format!("{label} ({} values): [{}{}]", v.len(), head.join(", "), if v.len() > 8 { ", ..." } else { "" }));
     }
     match o.outputs_bit_exact() {
         Some(true) => say("outputs: bit-exact with the host runtime"),
@@ -378,6 +383,9 @@ fn say_results(model: &Model<'_>, o: &Outcome, say: &mut dyn FnMut(&str)) {
             d.forward_ticks.unwrap_or(0),
             o.instructions_per_tick
         ));
+    }
+    if let Some(n) = o.inverse_instructions() {
+        say(&format!("instructions per inverse run (a sample from seeded latents): {n:.0}"));
     }
     if !d.tokens.is_empty() {
         let ids: Vec<i32> = d.tokens.iter().map(|t| t.0).collect();
@@ -493,6 +501,21 @@ fn sampler(req: &Request) -> Result<Sampler> {
         Sampler::top_k(req.temperature, req.top_k, req.seed)
             .map_err(|_| anyhow!("--temperature must be >= 0 and --top-k in 1..={}", mote::generate::MAX_TOP_K))
     }
+}
+
+/// Outputs of the `inverse` entry (flows) on seeded standard-normal latents, drawn as the
+/// firmware draws them: input after input from one [`mote::rng::Rng`]. None without `inverse`.
+fn host_sample(model: &Model<'_>, bytes: &[u8], seed: u64) -> Result<Vec<Vec<f32>>> {
+    let Ok(inverse) = model.entry_by_name("inverse") else { return Ok(Vec::new()) };
+    let mut rng = mote::rng::Rng::new(seed);
+    let mut latents = Vec::new();
+    for k in 0..model.entry(inverse)?.n_inputs as usize {
+        let shape: Vec<usize> =
+            model.tensor(model.entry_input(inverse, k)?)?.desc.shape.dims().iter().map(|&d| d as usize).collect();
+        let n = shape.iter().product();
+        latents.push(Array::f32(shape, (0..n).map(|_| rng.gaussian()).collect()));
+    }
+    Ok(host::run(bytes, "inverse", &latents)?.iter().map(|a| a.to_f32()).collect())
 }
 
 /// Generates as the firmware does: `encode` on the `forward` inputs first when the model has

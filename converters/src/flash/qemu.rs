@@ -17,6 +17,8 @@ pub struct DeviceRun {
     pub forward_ticks: Option<u64>,
     /// SysTick ticks of one `encode` run (encoder–decoder models, before generation).
     pub encode_ticks: Option<u64>,
+    /// SysTick ticks of one `inverse` run (flows: one sample from seeded latents).
+    pub inverse_ticks: Option<u64>,
     /// SysTick ticks of `Model::parse` (validation, CRC) on the device.
     pub parse_ticks: Option<u64>,
     /// Ticks of an empty measurement (already small; subtract it from each figure).
@@ -142,6 +144,7 @@ pub fn parse(text: &str) -> Result<DeviceRun> {
             (Some("ticks"), Some("forward")) => r.forward_ticks = Some(num(w.next())?),
             (Some("ticks"), Some("parse")) => r.parse_ticks = Some(num(w.next())?),
             (Some("ticks"), Some("encode")) => r.encode_ticks = Some(num(w.next())?),
+            (Some("ticks"), Some("inverse")) => r.inverse_ticks = Some(num(w.next())?),
             (Some("prompt"), n) => r.prompt_len = num(n)? as usize,
             (Some("token"), Some(t)) => r.tokens.push((t.parse()?, num(w.next())?)),
             (Some("stack"), n) => r.stack_bytes = num(n)?,
