@@ -321,6 +321,8 @@ fn weight_input(
         // Top-1 MoE expert matrices: f16 (the kernel's math is f32; it takes no int8 weights).
         (IrOp::Rt(Op::Moe { .. }), 3 | 5, QuantMode::F16 | QuantMode::Int8) => weights::f16s(dims, &c.to_f32()),
         (IrOp::Rt(Op::MatMul { .. }), 1, QuantMode::Int8) => weights::i8_per_channel(dims, &c.to_f32()),
+        // Convolution kernels: f16 (the kernel's math is f32; it takes no int8 weights yet).
+        (IrOp::Rt(Op::Conv(_)), 1, QuantMode::F16 | QuantMode::Int8) => weights::f16s(dims, &c.to_f32()),
         (IrOp::Rt(Op::MatMul { .. }), 2, QuantMode::Int8) => {
             let wt = &g.tensors[n.inputs[1]];
             let scales = weight_scales(wt)?;

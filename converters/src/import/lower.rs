@@ -101,6 +101,8 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
         }
         "Gemm" => lower_gemm(g, node, name, inputs, out),
         "Conv" => lower_patch_conv(g, node, name, inputs, out),
+        "ConvTranspose" => super::conv::lower_conv(g, node, name, inputs, out, true),
+        "BatchNormalization" => super::conv::lower_batch_norm(g, node, name, inputs, out),
         "Where" => push(g, IrOp::PatternOnly, vec![input(0)?, input(1)?, input(2)?]),
         "Expand" => push(g, IrOp::PatternOnly, vec![input(0)?]),
         // Only inside a top-1 MoE router (`passes::moe` fuses it or lowers it densely).
@@ -334,23 +336,16 @@ fn lower_split(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[
 /// with the flattened kernel, and the transpose back to channels-first:
 /// `[B,C,H,W] -> [B,C,h,p,w,q] -> [B,h,w,C,p,q] -> [B,h*w,C*p*q] -> [B,h*w,D] -> [B,D,h*w] -> [B,D,h,w]`.
 fn lower_patch_conv(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[Option<TId>], out: TId) -> Result<TId> {
-    let refuse = |why: &str| {
-        anyhow!(
-            "unsupported op 'Conv' at node '{name}': {why}; mote supports only non-overlapping 2-D patch \
-             convolutions (kernel == stride, no padding, dilation 1, group 1), as ViT patch embeddings use"
-        )
-    };
     let (x, w) = match (inputs.first().copied().flatten(), inputs.get(1).copied().flatten()) {
         (Some(x), Some(w)) => (x, w),
         _ => bail!("node '{name}' (Conv): needs an input and a weight"),
     };
     let xs = g.tensors[x].shape.clone();
     let ws = g.tensors[w].shape.clone();
-    let Some(wc) = g.konst(w).map(Const::to_f32) else {
-        return Err(refuse("the weight is not a constant"));
-    };
+    let general = |g: &mut Graph| super::conv::lower_conv(g, node, name, inputs, out, false);
+    let Some(wc) = g.konst(w).map(Const::to_f32) else { return general(g) };
     if xs.len() != 4 || ws.len() != 4 {
-        return Err(refuse(&format!("input {xs:?} and weight {ws:?} are not 2-D convolution shapes")));
+        return general(g);
     }
     let (p, q) = (ws[2], ws[3]);
     let kernel = attrs::ints(node, "kernel_shape").unwrap_or_else(|| vec![p as i64, q as i64]);
@@ -358,18 +353,19 @@ fn lower_patch_conv(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[Optio
     let pads = attrs::ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
     let dil = attrs::ints(node, "dilations").unwrap_or_else(|| vec![1, 1]);
     let auto_pad = attrs::string(node, "auto_pad", "NOTSET");
-    if attrs::int(node, "group", 1) != 1 || dil.iter().any(|&d| d != 1) {
-        return Err(refuse("it is grouped or dilated"));
-    }
-    if kernel != [p as i64, q as i64] || strides != kernel {
-        return Err(refuse(&format!("kernel {kernel:?} differs from stride {strides:?}")));
-    }
-    if pads.iter().any(|&v| v != 0) || !(auto_pad == "NOTSET" || auto_pad == "VALID") {
-        return Err(refuse("it pads its input"));
-    }
     let (b, c, hh, ww) = (xs[0], xs[1], xs[2], xs[3]);
-    if ws[1] != c || hh % p != 0 || ww % q != 0 {
-        return Err(refuse(&format!("input {xs:?} does not split into whole {p}x{q} patches of {} channels", ws[1])));
+    let patches = attrs::int(node, "group", 1) == 1
+        && dil.iter().all(|&d| d == 1)
+        && kernel == [p as i64, q as i64]
+        && strides == kernel
+        && pads.iter().all(|&v| v == 0)
+        && (auto_pad == "NOTSET" || auto_pad == "VALID")
+        && ws[1] == c
+        && hh % p == 0
+        && ww % q == 0;
+    if !patches {
+        // Any other 2-D convolution runs as the runtime's Conv op.
+        return general(g);
     }
     let (d, h, wn, k) = (ws[0], hh / p, ww / q, c * p * q);
     let base = g.tensors[out].name.clone();

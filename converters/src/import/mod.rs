@@ -2,6 +2,7 @@
 //! shapes and for folding shape subgraphs to constants under the bounded dims.
 
 mod attrs;
+mod conv;
 mod lower;
 
 use crate::ir::{Const, Elem, Graph, TId, Tensor};

@@ -3,6 +3,7 @@
 
 mod attention;
 mod bias;
+mod bn_fold;
 mod gelu;
 mod layer_norm;
 mod leftovers;
@@ -16,6 +17,7 @@ use anyhow::{bail, Result};
 
 pub use attention::fuse_attention;
 pub use bias::fold_bias;
+pub use bn_fold::fold_conv_affine;
 pub use gelu::fuse_gelu;
 pub use layer_norm::fuse_layer_norm;
 pub use leftovers::lower_leftovers;
@@ -29,6 +31,8 @@ pub const NOTE_KEY: &str = "mote.note";
 
 /// Runs every fusion, removes dead nodes, and rejects ops that only exist inside patterns.
 pub fn run_all(g: &mut Graph) -> Result<()> {
+    fold_conv_affine(g);
+    g.remove_dead_nodes();
     fuse_layer_norm(g);
     g.remove_dead_nodes();
     fuse_rms_norm(g);

@@ -317,6 +317,16 @@ pub fn attr_float(name: &str, v: f32) -> AttributeProto {
     AttributeProto { name: name.to_string(), r#type: AttributeType::Float as i32, f: v, ..Default::default() }
 }
 
+/// A `STRING` attribute (e.g. `auto_pad`).
+pub fn attr_string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.to_string(),
+        r#type: AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
 /// A `TENSOR` attribute (e.g. `Constant.value`).
 pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
     AttributeProto { name: name.to_string(), r#type: AttributeType::Tensor as i32, t: Some(t), ..Default::default() }

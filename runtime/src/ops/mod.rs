@@ -4,8 +4,10 @@
 //! [`Op::decode`] validates the words; [`Op::encode`] writes them (used by the converter).
 
 mod attention;
+mod conv;
 
 pub use attention::{relative_bucket, Attention, KvCache, MaskMode, PositionBias};
+pub use conv::Conv;
 
 use crate::error::{Error, Result};
 use crate::tensor::MAX_RANK;
@@ -95,6 +97,8 @@ pub enum Op {
         /// Axis to normalise.
         axis: u8,
     },
+    /// 2-D convolution or transposed convolution.
+    Conv(Conv),
     /// Sum along `axis` (kept as size 1 or dropped: the output holds one value per position of
     /// the other axes).
     ReduceSum {
@@ -194,6 +198,7 @@ mod kind {
     pub const STORE_STATE: u16 = 16;
     pub const MOE: u16 = 17;
     pub const REDUCE_SUM: u16 = 18;
+    pub const CONV: u16 = 19;
 }
 
 /// Parameter words of one op, without allocation.
@@ -311,6 +316,8 @@ impl Op {
             },
             Op::Softmax { .. } => "Softmax",
             Op::ReduceSum { .. } => "ReduceSum",
+            Op::Conv(c) if c.transposed => "ConvTranspose",
+            Op::Conv(_) => "Conv",
             Op::LayerNorm { .. } => "LayerNorm",
             Op::RmsNorm { .. } => "RmsNorm",
             Op::Gather { .. } => "Gather",
@@ -355,6 +362,10 @@ impl Op {
             Op::ReduceSum { axis } => {
                 p.push(axis as u32);
                 kind::REDUCE_SUM
+            }
+            Op::Conv(c) => {
+                c.words().iter().for_each(|&w| p.push(w));
+                kind::CONV
             }
             Op::LayerNorm { eps, has_beta } => {
                 p.push(eps.to_bits());
@@ -444,6 +455,7 @@ impl Op {
             kind::UNARY => Op::Unary(UnaryOp::from_u32(word(p, 0)?)?),
             kind::SOFTMAX => Op::Softmax { axis: small(word(p, 0)?)? },
             kind::REDUCE_SUM => Op::ReduceSum { axis: small(word(p, 0)?)? },
+            kind::CONV => Op::Conv(Conv::from_words([word(p, 0)?, word(p, 1)?, word(p, 2)?])),
             kind::LAYER_NORM => Op::LayerNorm { eps: finite(p, 0)?, has_beta: bool_word(p, 1)? },
             kind::RMS_NORM => Op::RmsNorm { eps: finite(p, 0)? },
             kind::GATHER => Op::Gather { axis: small(word(p, 0)?)? },
@@ -540,6 +552,14 @@ mod tests {
             Op::Unary(UnaryOp::Identity),
             Op::Softmax { axis: 3 },
             Op::ReduceSum { axis: 1 },
+            Op::Conv(Conv {
+                transposed: true,
+                has_bias: true,
+                stride: [2, 1],
+                dilation: [1, 3],
+                pads: [1, 0, 2, 3],
+                groups: 4,
+            }),
             Op::LayerNorm { eps: 1e-5, has_beta: false },
             Op::RmsNorm { eps: 1e-6 },
             Op::Gather { axis: 1 },

@@ -5,6 +5,7 @@ extern crate std;
 mod attention;
 mod attention_modes;
 mod check;
+mod conv;
 mod elementwise;
 mod fuzz;
 mod gather;
