@@ -1,4 +1,4 @@
-//! A DCGAN-style decoder as PyTorch exports one (Conv, BatchNormalization, ConvTranspose,
+//! A DCGAN-style decoder as PyTorch exports one (Conv, BatchNormalization, ConvTranspose, Resize,
 //! grouped and strided convolutions, Relu/Tanh/Sigmoid outputs) converts and matches tract, with
 //! every batch-norm folded into the convolution before it.
 
@@ -124,4 +124,43 @@ fn unsupported_convolutions_name_the_node() {
     std::fs::write(&path, g.finish()).expect("write");
     let e = format!("{:#}", convert(&path, &options(QuantMode::F32)).unwrap_err());
     assert!(e.contains("auto_pad SAME_UPPER is not supported") && e.contains("node '"), "{e}");
+}
+
+/// `x [1, 2, 3, 3]` → `Resize` ×2 nearest (PyTorch's `nn.Upsample` attributes) → Conv 3x3.
+fn upsampler(coords: &str, rounding: &str, mode: &str) -> PathBuf {
+    let rng = &mut mote::rng::Rng::new(8);
+    let mut g = GraphBuilder::new("upsample");
+    let x = g.input("x", DataType::Float, &[Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(3), Dim::Fixed(3)]);
+    let roi = g.initializer_f32("roi", &[0], &[]);
+    let scales = g.initializer_f32("scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
+    let attrs = vec![
+        attr_string("mode", mode),
+        attr_string("coordinate_transformation_mode", coords),
+        attr_string("nearest_mode", rounding),
+    ];
+    let h = g.op("Resize", &[&x, &roi, &scales], attrs);
+    let w = g.initializer_f32("w", &[3, 2, 3, 3], &gaussians(rng, 54, 0.4));
+    let y = g.op_named("Conv", &[&h, &w], vec![attr_ints("pads", &[1, 1, 1, 1])], "y");
+    g.output(&y, DataType::Float, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(6), Dim::Fixed(6)]);
+    let path = scratch("upsample").join(format!("{coords}-{mode}.onnx"));
+    std::fs::write(&path, g.finish()).expect("write onnx");
+    path
+}
+
+#[test]
+fn nearest_resize_matches_tract_and_other_modes_are_refused() {
+    let x = Array::f32(vec![1, 2, 3, 3], (0..18).map(|v| (v as f32 * 0.37).sin()).collect());
+    for (coords, rounding) in [("asymmetric", "floor"), ("half_pixel", "round_prefer_floor")] {
+        let onnx = upsampler(coords, rounding, "nearest");
+        let c = convert(&onnx, &options(QuantMode::F32)).expect("convert");
+        assert!(c.inspection.ops.iter().any(|o| o.op == "Upsample"), "{coords}: no Upsample op");
+        let got = host::run(&c.bytes, "forward", std::slice::from_ref(&x)).expect("run").remove(0).to_f32();
+        let want = tract_reference(&onnx, std::slice::from_ref(&x)).expect("tract").remove(0).to_f32();
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        println!("{coords} + {rounding}: max-abs vs tract {err:.2e}");
+        assert!(err <= 1e-5, "{coords}: {err}");
+    }
+    let e =
+        format!("{:#}", convert(&upsampler("asymmetric", "floor", "linear"), &options(QuantMode::F32)).unwrap_err());
+    assert!(e.contains("mode 'linear'") && e.contains("Resize"), "{e}");
 }

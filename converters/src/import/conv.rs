@@ -1,5 +1,5 @@
-//! Lowers ONNX `Conv`, `ConvTranspose` and `BatchNormalization` (inference form) to runtime
-//! ops. Patch convolutions (kernel = stride, no padding) keep their MatMul lowering in
+//! Lowers ONNX `Conv`, `ConvTranspose`, `BatchNormalization` (inference form) and nearest
+//! `Resize` to runtime ops. Patch convolutions (kernel = stride, no padding) keep their MatMul lowering in
 //! `lower.rs`, which has an int8 path; every other 2-D convolution becomes the runtime's
 //! `Conv` op. Batch-norm becomes a per-channel `Mul` + `Add`, which the `bn_fold` pass folds
 //! into the convolution before it when there is one.
@@ -130,4 +130,45 @@ pub fn lower_batch_norm(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[O
         output: out,
     });
     Ok(out)
+}
+
+/// `Resize` (or the older `Upsample`) in nearest mode by whole factors along H and W, in a
+/// coordinate mode where that repeats every pixel: `asymmetric` + `floor` (PyTorch's
+/// `nn.Upsample(scale_factor=k)`) or `half_pixel` with rounding to nearest.
+pub fn lower_resize(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[Option<TId>], out: TId) -> Result<TId> {
+    let op_type = node.op_type.as_str();
+    let x = inputs.first().copied().flatten().ok_or_else(|| anyhow!("node '{name}' ({op_type}): missing input"))?;
+    let mode = attrs::string(node, "mode", "nearest");
+    if mode != "nearest" {
+        bail!("unsupported op '{op_type}' at node '{name}': mode '{mode}' (mote upsamples in nearest mode only)");
+    }
+    let coords = attrs::string(node, "coordinate_transformation_mode", "half_pixel");
+    let rounding = attrs::string(node, "nearest_mode", "round_prefer_floor");
+    let repeats = match coords.as_str() {
+        "asymmetric" => rounding == "floor",
+        "half_pixel" | "pytorch_half_pixel" => rounding.starts_with("round_prefer"),
+        _ => false,
+    };
+    let (xs, ys) = (g.tensors[x].shape.clone(), g.tensors[out].shape.clone());
+    let factor = |i: usize| (ys[i] % xs[i] == 0).then(|| ys[i] / xs[i]).and_then(|f| u8::try_from(f).ok());
+    let scale = match (xs.len(), ys.len()) {
+        (4, 4) if xs[..2] == ys[..2] => factor(2).zip(factor(3)),
+        _ => None,
+    };
+    match scale {
+        Some((sh, sw)) if repeats || op_type == "Upsample" => {
+            g.nodes.push(Node {
+                name: name.into(),
+                onnx_op: op_type.into(),
+                op: IrOp::Rt(Op::Upsample { scale: [sh, sw] }),
+                inputs: vec![x],
+                output: out,
+            });
+            Ok(out)
+        }
+        _ => bail!(
+            "unsupported op '{op_type}' at node '{name}': mote upsamples [N, C, H, W] by whole factors in nearest mode \
+             that repeats pixels (asymmetric + floor, or half_pixel); got {xs:?} -> {ys:?}, {coords} + {rounding}"
+        ),
+    }
 }

@@ -42,6 +42,7 @@ mod softmax;
 mod state;
 #[cfg(test)]
 mod tests;
+mod upsample;
 
 pub use activation::{binary_f32, unary_f32};
 pub use attention::BLOCK as ATTENTION_BLOCK;
@@ -93,6 +94,7 @@ pub fn check(op: &Op, inputs: &[Desc], output: &Desc, state_bytes: usize) -> Res
         Op::Softmax { axis } => softmax::check(axis, inputs, output),
         Op::ReduceSum { axis } => reduce::check(axis, inputs, output),
         Op::Conv(c) => conv::check(&c, inputs, output),
+        Op::Upsample { scale } => upsample::check(scale, inputs, output),
         Op::LayerNorm { has_beta, .. } => norm::check(2 + has_beta as usize, inputs, output),
         Op::RmsNorm { .. } => norm::check(2, inputs, output),
         Op::Gather { axis } => gather::check(axis, inputs, output),
@@ -141,6 +143,7 @@ pub fn execute(op: &Op, inputs: &[Src<'_>], out: &mut Out<'_>, ctx: &mut Context
         Op::Softmax { axis } => softmax::run(axis, inputs, out),
         Op::ReduceSum { axis } => reduce::run(axis, inputs, out),
         Op::Conv(c) => conv::run(&c, inputs, out),
+        Op::Upsample { scale } => upsample::run(scale, inputs, out),
         Op::LayerNorm { eps, has_beta } => norm::run_layer_norm(eps, has_beta, inputs, out),
         Op::RmsNorm { eps } => norm::run_rms_norm(eps, inputs, out),
         Op::Gather { axis } => gather::run(axis, inputs, out),
@@ -181,6 +184,7 @@ pub fn macs(op: &Op, inputs: &[Desc], output: &Desc) -> u64 {
         Op::Binary(_) | Op::Unary(_) | Op::Softmax { .. } => numel,
         Op::ReduceSum { .. } => inputs.first().map_or(0, |x| x.shape.numel() as u64),
         Op::Conv(c) => conv::macs(&c, inputs, output),
+        Op::Upsample { .. } => 0,
         Op::LayerNorm { .. } | Op::RmsNorm { .. } => numel,
         Op::Gather { .. } | Op::Reshape | Op::Transpose { .. } => 0,
         Op::Concat { .. } | Op::Slice { .. } | Op::Positions { .. } => 0,

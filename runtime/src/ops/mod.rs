@@ -99,6 +99,11 @@ pub enum Op {
     },
     /// 2-D convolution or transposed convolution.
     Conv(Conv),
+    /// Nearest-neighbour upsampling of `[N, C, H, W]` by integer (height, width) factors.
+    Upsample {
+        /// Factors along (height, width).
+        scale: [u8; 2],
+    },
     /// Sum along `axis` (kept as size 1 or dropped: the output holds one value per position of
     /// the other axes).
     ReduceSum {
@@ -199,6 +204,7 @@ mod kind {
     pub const MOE: u16 = 17;
     pub const REDUCE_SUM: u16 = 18;
     pub const CONV: u16 = 19;
+    pub const UPSAMPLE: u16 = 20;
 }
 
 /// Parameter words of one op, without allocation.
@@ -318,6 +324,7 @@ impl Op {
             Op::ReduceSum { .. } => "ReduceSum",
             Op::Conv(c) if c.transposed => "ConvTranspose",
             Op::Conv(_) => "Conv",
+            Op::Upsample { .. } => "Upsample",
             Op::LayerNorm { .. } => "LayerNorm",
             Op::RmsNorm { .. } => "RmsNorm",
             Op::Gather { .. } => "Gather",
@@ -366,6 +373,10 @@ impl Op {
             Op::Conv(c) => {
                 c.words().iter().for_each(|&w| p.push(w));
                 kind::CONV
+            }
+            Op::Upsample { scale } => {
+                p.push(scale[0] as u32 | (scale[1] as u32) << 8);
+                kind::UPSAMPLE
             }
             Op::LayerNorm { eps, has_beta } => {
                 p.push(eps.to_bits());
@@ -456,6 +467,10 @@ impl Op {
             kind::SOFTMAX => Op::Softmax { axis: small(word(p, 0)?)? },
             kind::REDUCE_SUM => Op::ReduceSum { axis: small(word(p, 0)?)? },
             kind::CONV => Op::Conv(Conv::from_words([word(p, 0)?, word(p, 1)?, word(p, 2)?])),
+            kind::UPSAMPLE => {
+                let w = word(p, 0)?;
+                Op::Upsample { scale: [w as u8, (w >> 8) as u8] }
+            }
             kind::LAYER_NORM => Op::LayerNorm { eps: finite(p, 0)?, has_beta: bool_word(p, 1)? },
             kind::RMS_NORM => Op::RmsNorm { eps: finite(p, 0)? },
             kind::GATHER => Op::Gather { axis: small(word(p, 0)?)? },
@@ -560,6 +575,7 @@ mod tests {
                 pads: [1, 0, 2, 3],
                 groups: 4,
             }),
+            Op::Upsample { scale: [2, 3] },
             Op::LayerNorm { eps: 1e-5, has_beta: false },
             Op::RmsNorm { eps: 1e-6 },
             Op::Gather { axis: 1 },

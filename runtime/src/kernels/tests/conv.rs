@@ -154,3 +154,22 @@ fn inconsistent_convolutions_are_rejected() {
     assert!(check(&Op::Conv(up), &[x, wt, b], &desc(DType::F32, &[1, 4, 12, 11]), 0).is_ok());
     assert!(check(&Op::Conv(up), &[x, wt, b], &desc(DType::F32, &[1, 4, 13, 11]), 0).is_err(), "too tall");
 }
+
+#[test]
+fn nearest_upsampling_repeats_each_pixel_into_a_block() {
+    let x: Vec<f32> = (0..2 * 3 * 2).map(|v| v as f32).collect();
+    let got = run(&Op::Upsample { scale: [2, 3] }, &[&f32t(&[1, 2, 3, 2], &x)], desc(DType::F32, &[1, 2, 6, 6]))
+        .unwrap()
+        .values();
+    let mut want = Vec::new();
+    for c in 0..2 {
+        for y in 0..6 {
+            for q in 0..6 {
+                want.push(x[(c * 3 + y / 2) * 2 + q / 3] as f64);
+            }
+        }
+    }
+    assert_close(&got, &want, 0.0, 0.0);
+    let wrong = desc(DType::F32, &[1, 2, 6, 5]);
+    assert!(run(&Op::Upsample { scale: [2, 3] }, &[&f32t(&[1, 2, 3, 2], &x)], wrong).is_err());
+}
