@@ -79,6 +79,13 @@ fn two_graphs_become_two_entries_sharing_weights() {
     println!("file: forward alone {} B, forward + inverse {} B (+{extra} B)", alone.bytes.len(), both.bytes.len());
     assert!(extra < 2 * WIDTH * 32 * 4, "the inverse added {extra} B: weights stored twice?");
     assert_eq!(both.inspection.weight_bytes, alone.inspection.weight_bytes);
+    for p in &both.plans {
+        println!(
+            "{}: arena {} B ({} in place), {} B without in-place",
+            p.entry, p.arena, p.in_place, p.arena_without_in_place
+        );
+        assert!(p.in_place > 0 && p.arena_without_in_place > p.arena, "{}: in-place saves nothing", p.entry);
+    }
 
     let x = points(1);
     let want = tract_reference(&fwd, std::slice::from_ref(&x)).expect("tract forward");

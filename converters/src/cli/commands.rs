@@ -87,12 +87,13 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     print!("{}", report::render(&c.inspection));
     for p in &c.plans {
         println!(
-            "plan {:<12} arena {:>10}  lower bound {:>10}  ratio {:.3}  in-place ops {}",
+            "plan {:<12} arena {:>10}  lower bound {:>10}  ratio {:.3}  in-place ops {} (arena without: {})",
             p.entry,
             report::bytes(p.arena),
             report::bytes(p.lower_bound),
             p.arena as f64 / p.lower_bound.max(1) as f64,
-            p.in_place
+            p.in_place,
+            report::bytes(p.arena_without_in_place)
         );
     }
     if let Some(d) = &c.decode_dim {

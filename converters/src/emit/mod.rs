@@ -37,6 +37,9 @@ pub struct PlanSummary {
     pub lower_bound: usize,
     /// Ops that run in place.
     pub in_place: usize,
+    /// The arena the same plan would need with no op running in place (what in-place
+    /// execution saves, e.g. in flows' coupling layers).
+    pub arena_without_in_place: usize,
 }
 
 /// A written model.
@@ -282,6 +285,8 @@ fn plan_entry(g: &Graph, st: &HashMap<TId, Storage>) -> Result<(HashMap<TId, usi
     }
     let p = plan::plan(&reqs, ALIGN);
     plan::verify(&reqs, &p).map_err(|e| anyhow!("internal error: memory plan failed verification: {e}"))?;
+    let separate: Vec<BufferRequest> = reqs.iter().map(|r| BufferRequest { inplace_of: None, ..r.clone() }).collect();
+    let arena_without_in_place = plan::plan(&separate, ALIGN).arena_size;
     let offsets = acts.iter().enumerate().map(|(i, &t)| (t, p.offsets[i])).collect();
     Ok((
         offsets,
@@ -290,6 +295,7 @@ fn plan_entry(g: &Graph, st: &HashMap<TId, Storage>) -> Result<(HashMap<TId, usi
             arena: p.arena_size,
             lower_bound: p.lower_bound,
             in_place: p.inplace_merged,
+            arena_without_in_place,
         },
     ))
 }
