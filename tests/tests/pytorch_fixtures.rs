@@ -226,3 +226,22 @@ fn unfused_attention_with_an_unsupported_op_names_it() {
     println!("{err}");
     assert!(err.contains("unsupported op 'Where' at node 'Where"), "{err}");
 }
+
+#[test]
+fn dcgan_generator_folds_batch_norm_and_upsamples() {
+    let c = check(&Expect {
+        file: "dcgan_generator.onnx",
+        inputs: &["z"],
+        dims: &[("batch", 2)],
+        attention: 0,
+        int8_rel: 0.05,
+    });
+    let ops: Vec<&str> = c.inspection.ops.iter().map(|o| o.op.as_str()).collect();
+    // bn1 folds into the Conv before it; bn0 follows the Linear and a view, so it stays one
+    // per-channel Mul + Add.
+    let count = |op: &str| ops.iter().filter(|o| **o == op).count();
+    assert_eq!((count("Mul"), count("Add")), (1, 1), "{ops:?}");
+    for op in ["MatMul", "Upsample", "Conv", "ConvTranspose", "Tanh"] {
+        assert!(ops.contains(&op), "no {op} in {ops:?}");
+    }
+}
