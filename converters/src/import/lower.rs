@@ -50,7 +50,7 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
             push(g, rt(Op::Binary(op)), vec![input(0)?, input(1)?])
         }
         "Relu" | "Tanh" | "Sigmoid" | "Erf" | "Sqrt" | "Exp" | "Neg" | "Abs" | "Reciprocal" | "Gelu" | "Sin"
-        | "Cos" => {
+        | "Cos" | "Log" | "Softplus" => {
             let op = match op_type {
                 "Relu" => UnaryOp::Relu,
                 "Tanh" => UnaryOp::Tanh,
@@ -63,6 +63,8 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
                 "Reciprocal" => UnaryOp::Reciprocal,
                 "Sin" => UnaryOp::Sin,
                 "Cos" => UnaryOp::Cos,
+                "Log" => UnaryOp::Log,
+                "Softplus" => UnaryOp::Softplus,
                 _ if attrs::string(node, "approximate", "none") == "tanh" => UnaryOp::GeluTanh,
                 _ => UnaryOp::Gelu,
             };

@@ -44,6 +44,9 @@ pub fn unary_f32(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Identity => x,
         UnaryOp::Sin => libm::sinf(x),
         UnaryOp::Cos => libm::cosf(x),
+        UnaryOp::Log => libm::logf(x),
+        // max(x, 0) + ln(1 + e^-|x|): exact form, no overflow for large |x|.
+        UnaryOp::Softplus => x.max(0.0) + libm::log1pf(libm::expf(-libm::fabsf(x))),
     }
 }
 

@@ -73,6 +73,10 @@ pub enum UnaryOp {
     Sin = 13,
     /// Cosine (radians).
     Cos = 14,
+    /// Natural logarithm (flows' log-determinants).
+    Log = 15,
+    /// `ln(1 + e^x)`, computed without overflow.
+    Softplus = 16,
 }
 
 /// One op of the graph with its parameters.
@@ -283,6 +287,8 @@ impl UnaryOp {
             12 => Identity,
             13 => Sin,
             14 => Cos,
+            15 => Log,
+            16 => Softplus,
             _ => return Err(Error::BadParams),
         })
     }
@@ -319,6 +325,8 @@ impl Op {
                 UnaryOp::Identity => "Convert",
                 UnaryOp::Sin => "Sin",
                 UnaryOp::Cos => "Cos",
+                UnaryOp::Log => "Log",
+                UnaryOp::Softplus => "Softplus",
             },
             Op::Softmax { .. } => "Softmax",
             Op::ReduceSum { .. } => "ReduceSum",

@@ -96,10 +96,12 @@ fn reference_unary(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Identity => x,
         UnaryOp::Sin => x.sin(),
         UnaryOp::Cos => x.cos(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Softplus => x.exp().ln_1p(),
     }
 }
 
-const UNARY: [UnaryOp; 15] = [
+const UNARY: [UnaryOp; 17] = [
     UnaryOp::Relu,
     UnaryOp::Gelu,
     UnaryOp::GeluTanh,
@@ -115,6 +117,8 @@ const UNARY: [UnaryOp; 15] = [
     UnaryOp::Identity,
     UnaryOp::Sin,
     UnaryOp::Cos,
+    UnaryOp::Log,
+    UnaryOp::Softplus,
 ];
 
 #[test]
@@ -144,7 +148,7 @@ fn unary_matches_f64_formulas() {
     let x = f32t(&[10, 20], &data);
     let pos = f32t(&[10, 20], &rng.vec(200, 0.01, 50.0));
     for op in UNARY {
-        let input = if matches!(op, UnaryOp::Sqrt | UnaryOp::Reciprocal) { &pos } else { &x };
+        let input = if matches!(op, UnaryOp::Sqrt | UnaryOp::Reciprocal | UnaryOp::Log) { &pos } else { &x };
         let got = run(&Op::Unary(op), &[input], desc(DType::F32, &[10, 20])).unwrap();
         let want: Vec<f64> = input.values().iter().map(|&v| reference_unary(op, v as f64)).collect();
         assert_close(&got.values(), &want, 1e-6, 1e-6);
