@@ -32,12 +32,16 @@ macro_rules! family_row {
     };
 }
 
+pub mod autoregressive;
+pub mod coupling;
 pub mod encdec;
 pub mod mlm;
 pub mod switch;
 pub mod t5;
 pub mod xl;
 
+pub use autoregressive::{ar_flow_options, evaluate_ar_flow, ArFlowFigures};
+pub use coupling::{evaluate_flow, flow_options, FlowFigures};
 pub use encdec::{encdec_options, evaluate_encdec, EncdecFigures};
 pub use mlm::{evaluate_mlm, mlm_options, MlmFigures};
 pub use switch::{evaluate_switch, SwitchFigures};
@@ -161,7 +165,13 @@ pub(crate) fn bounds_of(onnx: &OnnxModel) -> Result<Bounds> {
 /// calibration from `calib/`, decode entries when `decode`.
 pub(crate) fn zoo_options(dir: &Path, quant: QuantMode, decode: bool) -> Result<Options> {
     let bounds = bounds_of(&OnnxModel::load(&dir.join("model.onnx"))?)?;
-    Ok(Options { quant, bounds, calibration: Some(Calibration::Dir(dir.join("calib"))), decode, extra_entries: Vec::new() })
+    Ok(Options {
+        quant,
+        bounds,
+        calibration: Some(Calibration::Dir(dir.join("calib"))),
+        decode,
+        extra_entries: Vec::new(),
+    })
 }
 
 /// Options for converting a zoo GPT.

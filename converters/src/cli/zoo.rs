@@ -4,6 +4,8 @@
 //! [`FamilyFigures`]) and is listed once in [`FAMILIES`]; that is all a new family needs to
 //! appear in `mote zoo train|refresh|report`.
 
+mod autoregressive;
+mod coupling;
 mod encdec;
 mod gpt;
 mod mlm;
@@ -80,7 +82,7 @@ pub trait ZooFamily: Sync {
 }
 
 /// The families `mote zoo` knows, in report order.
-pub const FAMILIES: [&dyn ZooFamily; 7] = [
+pub const FAMILIES: [&dyn ZooFamily; 12] = [
     &gpt::Gpt,
     &mlm::Mlm(MlmFamily::Bert),
     &mlm::Mlm(MlmFamily::Albert),
@@ -88,6 +90,11 @@ pub const FAMILIES: [&dyn ZooFamily; 7] = [
     &xl::TransformerXl,
     &t5::T5,
     &encdec::EncDec,
+    &coupling::Coupling(coupling::CouplingKind::Nice),
+    &coupling::Coupling(coupling::CouplingKind::RealNvp),
+    &autoregressive::Autoregressive(autoregressive::ArFamily::Maf),
+    &autoregressive::Autoregressive(autoregressive::ArFamily::Iaf),
+    &autoregressive::Autoregressive(autoregressive::ArFamily::Pwn),
 ];
 
 /// Runs a `mote zoo` subcommand.
@@ -161,8 +168,9 @@ fn report(models: &Path) -> Result<()> {
     let mut rows = Vec::new();
     for fam in FAMILIES {
         let dir = models.join(fam.name());
-        if !dir.join("model.onnx").exists() {
-            bail!("{} has no model.onnx: run `mote zoo train {}` first", dir.display(), fam.name());
+        // One graph (`model.onnx`), or one per direction for flows (`forward.onnx`, `inverse.onnx`).
+        if !dir.join("model.onnx").exists() && !dir.join("forward.onnx").exists() {
+            bail!("{} has no model.onnx or forward.onnx: run `mote zoo train {}` first", dir.display(), fam.name());
         }
         eprintln!("converting and running {} ...", dir.display());
         let f = fam.evaluate(&dir)?;

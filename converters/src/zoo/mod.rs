@@ -11,10 +11,12 @@
 //! ```
 
 pub mod attention;
+pub mod autoregressive;
 pub mod bert;
 mod card_md;
 mod char_lm;
 pub mod corpus;
+pub mod coupling;
 pub mod encdec;
 pub mod encoder;
 pub mod gpt;
@@ -24,6 +26,7 @@ pub mod onnx_builder;
 pub mod rng;
 pub mod switch;
 pub mod t5;
+pub mod toy2d;
 pub mod tract_run;
 mod trainer;
 pub mod xl;
