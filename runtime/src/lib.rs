@@ -27,6 +27,7 @@ extern crate std;
 
 pub mod backend;
 pub mod beam;
+pub mod diffusion;
 pub mod error;
 pub mod format;
 pub mod generate;
