@@ -9,6 +9,7 @@ mod coupling;
 mod encdec;
 mod gpt;
 mod mlm;
+mod planar;
 mod switch;
 mod t5;
 mod xl;
@@ -82,7 +83,7 @@ pub trait ZooFamily: Sync {
 }
 
 /// The families `mote zoo` knows, in report order.
-pub const FAMILIES: [&dyn ZooFamily; 12] = [
+pub const FAMILIES: [&dyn ZooFamily; 13] = [
     &gpt::Gpt,
     &mlm::Mlm(MlmFamily::Bert),
     &mlm::Mlm(MlmFamily::Albert),
@@ -95,6 +96,7 @@ pub const FAMILIES: [&dyn ZooFamily; 12] = [
     &autoregressive::Autoregressive(autoregressive::ArFamily::Maf),
     &autoregressive::Autoregressive(autoregressive::ArFamily::Iaf),
     &autoregressive::Autoregressive(autoregressive::ArFamily::Pwn),
+    &planar::Planar,
 ];
 
 /// Runs a `mote zoo` subcommand.

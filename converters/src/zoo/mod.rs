@@ -23,6 +23,7 @@ pub mod gpt;
 pub mod layers;
 pub mod lm_eval;
 pub mod onnx_builder;
+pub mod planar;
 pub mod rng;
 pub mod switch;
 pub mod t5;
