@@ -108,8 +108,11 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
         let entries =
             std::iter::once(("forward", &a.onnx)).chain(opts.extra_entries.iter().map(|(n, p)| (n.as_str(), p)));
         for (entry, onnx) in entries {
-            let worst = self_check(onnx, entry, &c.bytes, &bounds, 2)?;
-            print_comparison(&format!("self-check of {entry} vs tract (2 random inputs)"), &worst);
+            // `forward` is checked on calibration data when there is some (what int8 was tuned
+            // for); other entries, and models without it, on random inputs.
+            let calib = a.calib.as_deref().filter(|_| entry == "forward");
+            let (worst, kind) = self_check(onnx, entry, &c.bytes, &bounds, calib)?;
+            print_comparison(&format!("self-check of {entry} vs tract (2 {kind} inputs)"), &worst);
             if worst.cosine.is_nan() || worst.cosine < floor {
                 bail!(
                     "{entry} drifted from tract: cosine {:.6} < {floor} (pass --min-cosine or --no-verify to accept)",
@@ -123,15 +126,29 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     Ok(())
 }
 
-/// Worst comparison (over all outputs) of `entry` against tract running `onnx`, over `n`
-/// random inputs.
-pub fn self_check(onnx: &Path, entry: &str, bytes: &[u8], bounds: &Bounds, n: u64) -> Result<Comparison> {
+/// Worst comparison (over all outputs) of `entry` against tract running `onnx`, over the
+/// first 2 samples of the calibration directory `calib` (models without state inputs) or 2
+/// random inputs; also says which ("calibration" or "random").
+pub fn self_check(
+    onnx: &Path,
+    entry: &str,
+    bytes: &[u8],
+    bounds: &Bounds,
+    calib: Option<&Path>,
+) -> Result<(Comparison, &'static str)> {
     let g = crate::import::OnnxModel::load(onnx)?.instantiate(bounds)?;
     let is_state = |&t: &usize| crate::state_io::is_state_input(&g.tensors[t].name);
+    let (samples, kind) = match calib {
+        Some(dir) if !g.inputs.iter().any(is_state) => {
+            let mut s = convert::calibration_samples(&Calibration::Dir(dir.to_path_buf()), &g)?;
+            s.truncate(2);
+            (s, "calibration")
+        }
+        _ => ((0..2).map(|s| convert::random_inputs(&g, 77 + s)).collect(), "random"),
+    };
     let mut worst: Option<Comparison> = None;
-    for s in 0..n {
+    for mut inputs in samples {
         // State inputs are zero, as in a fresh session, and only tract is given them.
-        let mut inputs = convert::random_inputs(&g, 77 + s);
         for (a, t) in inputs.iter_mut().zip(&g.inputs) {
             if is_state(t) {
                 *a = Array::f32(a.shape.clone(), vec![0.0; a.len()]);
@@ -148,7 +165,7 @@ pub fn self_check(onnx: &Path, entry: &str, bytes: &[u8], bounds: &Bounds, n: u6
             }
         }
     }
-    worst.ok_or_else(|| anyhow!("no samples"))
+    Ok((worst.ok_or_else(|| anyhow!("no samples"))?, kind))
 }
 
 /// Compares the first output of `forward` with tract on `inputs`.
