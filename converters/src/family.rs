@@ -35,19 +35,23 @@ macro_rules! family_row {
 pub mod autoregressive;
 pub mod coupling;
 pub mod encdec;
+pub mod gan;
 pub mod mlm;
 pub mod planar;
 pub mod switch;
 pub mod t5;
+pub mod vae;
 pub mod xl;
 
 pub use autoregressive::{ar_flow_options, evaluate_ar_flow, ArFlowFigures};
 pub use coupling::{evaluate_flow, flow_options, FlowFigures};
 pub use encdec::{encdec_options, evaluate_encdec, EncdecFigures};
+pub use gan::{evaluate_gan, gan_options, GanFigures};
 pub use mlm::{evaluate_mlm, mlm_options, MlmFigures};
 pub use planar::{evaluate_planar, planar_options};
 pub use switch::{evaluate_switch, SwitchFigures};
 pub use t5::{evaluate_t5, t5_options, T5Figures};
+pub use vae::{evaluate_vae, vae_options, VaeFigures};
 pub use xl::{evaluate_xl, XlFigures};
 
 /// One row of `mote zoo report`: the figures every family has, whatever its task.

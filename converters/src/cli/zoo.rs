@@ -7,11 +7,13 @@
 mod autoregressive;
 mod coupling;
 mod encdec;
+mod gan;
 mod gpt;
 mod mlm;
 mod planar;
 mod switch;
 mod t5;
+mod vae;
 mod xl;
 
 use crate::family::FamilyFigures;
@@ -30,7 +32,7 @@ pub enum ZooCommand {
     /// Re-convert a family's committed ONNX model and rewrite its int8 file and card
     /// (after a converter change; no retraining).
     Refresh {
-        /// Family to refresh (available: gpt, bert, albert, switch, t5, transformer-xl, encdec).
+        /// Family to refresh (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, vae, gan).
         family: String,
         /// Family folder (default: models/<family>).
         #[arg(long)]
@@ -47,7 +49,7 @@ pub enum ZooCommand {
 /// Arguments of `mote zoo train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Family to train (available: gpt, bert, albert, switch, t5, transformer-xl, encdec).
+    /// Family to train (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, vae, gan).
     pub family: String,
     /// Output folder (default: models/<family>).
     #[arg(long)]
@@ -83,7 +85,7 @@ pub trait ZooFamily: Sync {
 }
 
 /// The families `mote zoo` knows, in report order.
-pub const FAMILIES: [&dyn ZooFamily; 13] = [
+pub const FAMILIES: [&dyn ZooFamily; 15] = [
     &gpt::Gpt,
     &mlm::Mlm(MlmFamily::Bert),
     &mlm::Mlm(MlmFamily::Albert),
@@ -96,7 +98,9 @@ pub const FAMILIES: [&dyn ZooFamily; 13] = [
     &autoregressive::Autoregressive(autoregressive::ArFamily::Maf),
     &autoregressive::Autoregressive(autoregressive::ArFamily::Iaf),
     &autoregressive::Autoregressive(autoregressive::ArFamily::Pwn),
+    &vae::Vae,
     &planar::Planar,
+    &gan::Gan,
 ];
 
 /// Runs a `mote zoo` subcommand.
@@ -188,11 +192,12 @@ fn report(models: &Path) -> Result<()> {
     let rows: Vec<(&str, &FamilyFigures)> = rows.iter().map(|(n, f)| (*n, f)).collect();
     print!("{}", table(&rows));
     println!(
-        "\nMACs/tok: one decode_step (decoders) or forward / sequence length (encoders); vs tract: f32 .mote \
-         max-abs on golden inputs; task metric on held-out data with the f32 and the int8 file (gpt, switch: \
-         next-char loss, lower is better; bert/albert: accuracy on masked positions, higher is better; \
-         transformer-xl: next-char loss with memory carried across 32-char segments; t5, encdec: greedy \
-         answers that match exactly, higher is better)."
+        "\nMACs/tok: one decode_step (decoders), forward / sequence length (encoders), or per point or image \
+         (flows, VAE, GAN); vs tract: f32 .mote max-abs on golden inputs; task metric on held-out data with the \
+         f32 and the int8 file (gpt, switch: next-char loss, lower is better; bert/albert: accuracy on masked \
+         positions, higher is better; transformer-xl: next-char loss with memory carried across 32-char \
+         segments; t5, encdec: greedy answers that match exactly, higher is better; flows: test NLL in \
+         nats/dim, lower is better; vae: -ELBO nats/image; gan: energy distance of samples, lower is better)."
     );
     Ok(())
 }

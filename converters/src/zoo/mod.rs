@@ -19,6 +19,7 @@ pub mod corpus;
 pub mod coupling;
 pub mod encdec;
 pub mod encoder;
+pub mod gan;
 pub mod gpt;
 pub mod layers;
 pub mod lm_eval;
@@ -29,6 +30,7 @@ pub mod switch;
 pub mod t5;
 pub mod toy2d;
 pub mod tract_run;
+pub mod vae;
 mod trainer;
 pub mod xl;
 
