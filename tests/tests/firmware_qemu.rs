@@ -41,7 +41,7 @@ fn test_model() -> PathBuf {
 fn summary(o: &Outcome) {
     let d = o.device.as_ref();
     println!(
-        "{}: flash {} B (.text {} B, model {} B), static RAM {} B (arena {} B, state {} B), stack {:?} B, forward {:?} instr, token {:?} instr",
+        "{}: flash {} B (.text {} B, model {} B), static RAM {} B (arena {} B, state {} B), stack {:?} B, forward {:?} instr, token {:?} instr, inverse {:?} instr",
         o.board.name,
         o.image.flash(),
         o.image.text,
@@ -51,7 +51,8 @@ fn summary(o: &Outcome) {
         o.image.state,
         d.map(|d| d.stack_bytes),
         o.forward_instructions().map(|x| x.round()),
-        o.token_instructions().map(|x| x.round())
+        o.token_instructions().map(|x| x.round()),
+        o.inverse_instructions().map(|x| x.round())
     );
 }
 
@@ -68,6 +69,9 @@ fn assert_matches_host(o: &Outcome, int8: bool) {
             }
         }
     }
+    // Flows: the device also sampled through `inverse` (its outputs follow `forward`'s, compared above).
+    let has_inverse = o.inspection.entries.iter().any(|e| e.entry == "inverse");
+    assert_eq!(o.inverse_instructions().is_some(), has_inverse, "inverse run on the device");
     if !o.prompt.is_empty() {
         assert!(!d.tokens.is_empty(), "the device generated tokens");
         assert_eq!(o.tokens_match(), Some(true), "device tokens {:?} vs host {:?}", d.tokens, o.host_tokens);

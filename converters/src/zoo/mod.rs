@@ -30,8 +30,8 @@ pub mod switch;
 pub mod t5;
 pub mod toy2d;
 pub mod tract_run;
-pub mod vae;
 mod trainer;
+pub mod vae;
 pub mod xl;
 
 pub use bert::{train_mlm, write_mlm_card, MlmFamily, MlmReport, MlmTrainOptions};
