@@ -202,6 +202,14 @@ pub fn evaluate_flow(dir: &Path, kind: CouplingKind) -> Result<FlowFigures> {
     if report.options.kind != kind {
         bail!("{} holds a {:?} flow, not {kind:?}", dir.display(), report.options.kind);
     }
+    let o = &report.options;
+    measure_2d_flow(dir, report.test_nll, &o.train_set(), o.noise)
+}
+
+/// Measures a 2-D two-moons flow folder (`forward.onnx` + `inverse.onnx`, `golden/`,
+/// `data/test.npy`) through the converter and the runtime, given candle's test NLL, the
+/// training set (for the fitted-Gaussian baseline) and the data noise (for the floor sample).
+pub(crate) fn measure_2d_flow(dir: &Path, nll_candle: f64, train: &[Point], noise: f32) -> Result<FlowFigures> {
     let n = batch_bound(dir)?;
     let (fwd_onnx, inv_onnx) = (dir.join("forward.onnx"), dir.join("inverse.onnx"));
     let f32m = convert::convert(&fwd_onnx, &flow_options(dir, QuantMode::F32)?)?;
@@ -227,14 +235,13 @@ pub fn evaluate_flow(dir: &Path, kind: CouplingKind) -> Result<FlowFigures> {
     let latent_vs_candle =
         max_abs(&fwd[0].to_f32(), &golden("z.npy")?).max(max_abs(&inv[0].to_f32(), &golden("sample.npy")?));
 
-    let o = &report.options;
     let test = unflatten(&Array::read_npy(&dir.join("data/test.npy"))?.to_f32());
     let latents = ft::latents(test.len(), LATENT_SEED);
     let r32 = run_file(&f32m.bytes, &test, &latents, n)?;
     let r8 = run_file(&i8m.bytes, &test, &latents, n)?;
-    let gauss = Gaussian2::fit(&o.train_set());
+    let gauss = Gaussian2::fit(train);
     let samples_baseline = gauss.sample(test.len(), BASELINE_SEED);
-    let floor = crate::zoo::toy2d::two_moons(test.len(), o.noise, ft::FLOOR_SEED);
+    let floor = crate::zoo::toy2d::two_moons(test.len(), noise, ft::FLOOR_SEED);
 
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_default();
     let ((arena_f32, lower_bound_f32), (arena_int8, lower_bound_int8)) = (peak(&f32m), peak(&i8m));
@@ -259,7 +266,7 @@ pub fn evaluate_flow(dir: &Path, kind: CouplingKind) -> Result<FlowFigures> {
         invertibility_int8: r8.invertibility,
         invertibility_int8_mean: r8.invertibility_mean,
         test_points: test.len(),
-        nll_candle: report.test_nll,
+        nll_candle,
         nll_f32: r32.nll,
         nll_int8: r8.nll,
         baseline_nll: gauss.nll_per_dim(&test),

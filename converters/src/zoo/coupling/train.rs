@@ -207,7 +207,7 @@ pub fn max_abs_points(a: &[Point], b: &[Point]) -> f32 {
     a.iter().zip(b).flat_map(|(p, q)| [(p[0] - q[0]).abs(), (p[1] - q[1]).abs()]).fold(0f32, f32::max)
 }
 
-fn points_array(points: &[Point]) -> Array {
+pub(crate) fn points_array(points: &[Point]) -> Array {
     Array::f32(vec![points.len(), 2], flatten(points))
 }
 
@@ -220,21 +220,54 @@ fn write_artefacts(
     train: &[Point],
     test: &[Point],
 ) -> Result<f32> {
-    let n = flow.config().max_batch;
+    let flow_dirs = FlowDirections {
+        forward_onnx: flow.export_forward()?,
+        inverse_onnx: flow.export_inverse()?,
+        forward: &|x| candle_forward(flow, x),
+        inverse: &|z| candle_inverse(flow, z),
+    };
+    write_flow_artefacts(out, &flow_dirs, flow.config().max_batch, o.seed, train, test)
+}
+
+/// A trained 2-D flow as the artefact writer sees it: both exported graphs, and candle's
+/// `forward` (points → latents, log-probabilities) and `inverse` (latents → points).
+pub(crate) struct FlowDirections<'a> {
+    /// `forward.onnx` bytes.
+    pub forward_onnx: Vec<u8>,
+    /// `inverse.onnx` bytes.
+    pub inverse_onnx: Vec<u8>,
+    /// Candle's data → (latent, log-probability).
+    pub forward: &'a dyn Fn(&[Point]) -> Result<(Vec<Point>, Vec<f32>)>,
+    /// Candle's latent → data.
+    pub inverse: &'a dyn Fn(&[Point]) -> Result<Vec<Point>>,
+}
+
+/// Writes a 2-D flow folder: `forward.onnx`, `inverse.onnx`, `data/test.npy`, golden candle
+/// outputs on the first batch of `n` points and latents (`golden/`), and 8 calibration batches
+/// drawn from `train` with `seed` (`calib/`); returns tract vs candle max-abs on the golden
+/// batch.
+pub(crate) fn write_flow_artefacts(
+    out: &Path,
+    flow: &FlowDirections<'_>,
+    n: usize,
+    seed: u64,
+    train: &[Point],
+    test: &[Point],
+) -> Result<f32> {
     for d in ["golden", "calib", "data"] {
         let _ = std::fs::remove_dir_all(out.join(d));
         std::fs::create_dir_all(out.join(d)).with_context(|| format!("creating {}", out.join(d).display()))?;
     }
     let (fwd, inv) = (out.join("forward.onnx"), out.join("inverse.onnx"));
-    std::fs::write(&fwd, flow.export_forward()?)?;
-    std::fs::write(&inv, flow.export_inverse()?)?;
+    std::fs::write(&fwd, &flow.forward_onnx)?;
+    std::fs::write(&inv, &flow.inverse_onnx)?;
     points_array(test).write_npy(&out.join("data/test.npy"))?;
 
     // Golden: the first test batch through forward, the first latent batch through inverse.
     let x = &test[..n];
-    let (z, lp) = candle_forward(flow, x)?;
+    let (z, lp) = (flow.forward)(x)?;
     let lat = latents(n, LATENT_SEED);
-    let sample = candle_inverse(flow, &lat)?;
+    let sample = (flow.inverse)(&lat)?;
     points_array(x).write_npy(&out.join("golden/x.npy"))?;
     points_array(&z).write_npy(&out.join("golden/z.npy"))?;
     Array::f32(vec![n, 1], lp.clone()).write_npy(&out.join("golden/log_prob.npy"))?;
@@ -246,7 +279,7 @@ fn write_artefacts(
     worst = worst.max(crate::family::max_abs(&tf[1].to_f32(), &lp));
     worst = worst.max(crate::family::max_abs(&ti[0].to_f32(), &flatten(&sample)));
 
-    let mut r = SplitMix64::new(o.seed ^ 0xca11b);
+    let mut r = SplitMix64::new(seed ^ 0xca11b);
     for i in 0..8 {
         let batch: Vec<Point> = (0..n).map(|_| train[r.below(train.len())]).collect();
         points_array(&batch).write_npy(&out.join(format!("calib/s{i}.npy")))?;

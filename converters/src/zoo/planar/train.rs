@@ -18,9 +18,9 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::{PlanarConfig, PlanarFlow};
-use crate::array::Array;
 use crate::zoo::coupling::train::{
-    latents, max_abs_points, nll_per_dim, BASELINE_SEED, FLOOR_SEED, LATENT_SEED, TEST_SEED, TRAIN_SEED,
+    latents, max_abs_points, nll_per_dim, write_flow_artefacts, FlowDirections, BASELINE_SEED, FLOOR_SEED, LATENT_SEED,
+    TEST_SEED, TRAIN_SEED,
 };
 use crate::zoo::layers::tensor_data;
 use crate::zoo::rng::SplitMix64;
@@ -182,12 +182,8 @@ pub fn train_planar(out_dir: &Path, o: &PlanarTrainOptions) -> Result<PlanarRepo
     })
 }
 
-fn points_array(points: &[Point]) -> Array {
-    Array::f32(vec![points.len(), 2], flatten(points))
-}
-
 /// Writes both ONNX graphs, the test set, golden candle outputs on one batch and calibration
-/// batches; returns tract vs candle max-abs over the golden outputs.
+/// batches (as the coupling flows do); returns tract vs candle max-abs over the golden outputs.
 fn write_artefacts(
     out: &Path,
     flow: &PlanarFlow,
@@ -195,38 +191,13 @@ fn write_artefacts(
     train: &[Point],
     test: &[Point],
 ) -> Result<f32> {
-    let n = flow.config().max_batch;
-    for d in ["golden", "calib", "data"] {
-        let _ = std::fs::remove_dir_all(out.join(d));
-        std::fs::create_dir_all(out.join(d)).with_context(|| format!("creating {}", out.join(d).display()))?;
-    }
-    let (fwd, inv) = (out.join("forward.onnx"), out.join("inverse.onnx"));
-    std::fs::write(&fwd, flow.export_forward()?)?;
-    std::fs::write(&inv, flow.export_inverse()?)?;
-    points_array(test).write_npy(&out.join("data/test.npy"))?;
-
-    // Golden: the first test batch through forward, the first latent batch through inverse.
-    let x = &test[..n];
-    let (z, lp, _) = candle_forward(flow, x)?;
-    let lat = latents(n, LATENT_SEED);
-    let sample = candle_inverse(flow, &lat)?;
-    points_array(x).write_npy(&out.join("golden/x.npy"))?;
-    points_array(&z).write_npy(&out.join("golden/z.npy"))?;
-    Array::f32(vec![n, 1], lp.clone()).write_npy(&out.join("golden/log_prob.npy"))?;
-    points_array(&lat).write_npy(&out.join("golden/latent.npy"))?;
-    points_array(&sample).write_npy(&out.join("golden/sample.npy"))?;
-    let tf = crate::verify::tract_reference(&fwd, &[points_array(x)])?;
-    let ti = crate::verify::tract_reference(&inv, &[points_array(&lat)])?;
-    let mut worst = crate::family::max_abs(&tf[0].to_f32(), &flatten(&z));
-    worst = worst.max(crate::family::max_abs(&tf[1].to_f32(), &lp));
-    worst = worst.max(crate::family::max_abs(&ti[0].to_f32(), &flatten(&sample)));
-
-    let mut r = SplitMix64::new(o.seed ^ 0xca11b);
-    for i in 0..8 {
-        let batch: Vec<Point> = (0..n).map(|_| train[r.below(train.len())]).collect();
-        points_array(&batch).write_npy(&out.join(format!("calib/s{i}.npy")))?;
-    }
-    Ok(worst)
+    let flow_dirs = FlowDirections {
+        forward_onnx: flow.export_forward()?,
+        inverse_onnx: flow.export_inverse()?,
+        forward: &|x| candle_forward(flow, x).map(|(z, lp, _)| (z, lp)),
+        inverse: &|z| candle_inverse(flow, z),
+    };
+    write_flow_artefacts(out, &flow_dirs, flow.config().max_batch, o.seed, train, test)
 }
 
 #[cfg(test)]
