@@ -49,7 +49,10 @@ fn converted(dir: &Path) -> (PathBuf, PathBuf) {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("Attention") && t.contains("lower bound") && t.contains("self-check of forward vs tract"), "{t}");
+    assert!(
+        t.contains("Attention") && t.contains("lower bound") && t.contains("self-check of forward vs tract"),
+        "{t}"
+    );
     (onnx, out)
 }
 
