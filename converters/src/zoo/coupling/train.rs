@@ -229,6 +229,9 @@ fn write_artefacts(
     write_flow_artefacts(out, &flow_dirs, flow.config().max_batch, o.seed, train, test)
 }
 
+/// Candle's data → (latents, log-probabilities) of a 2-D flow.
+pub(crate) type DensityFn<'a> = &'a dyn Fn(&[Point]) -> Result<(Vec<Point>, Vec<f32>)>;
+
 /// A trained 2-D flow as the artefact writer sees it: both exported graphs, and candle's
 /// `forward` (points → latents, log-probabilities) and `inverse` (latents → points).
 pub(crate) struct FlowDirections<'a> {
@@ -237,7 +240,7 @@ pub(crate) struct FlowDirections<'a> {
     /// `inverse.onnx` bytes.
     pub inverse_onnx: Vec<u8>,
     /// Candle's data → (latent, log-probability).
-    pub forward: &'a dyn Fn(&[Point]) -> Result<(Vec<Point>, Vec<f32>)>,
+    pub forward: DensityFn<'a>,
     /// Candle's latent → data.
     pub inverse: &'a dyn Fn(&[Point]) -> Result<Vec<Point>>,
 }
