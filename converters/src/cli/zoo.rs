@@ -174,9 +174,13 @@ fn report(models: &Path) -> Result<()> {
     let mut rows = Vec::new();
     for fam in FAMILIES {
         let dir = models.join(fam.name());
-        // One graph (`model.onnx`), or one per direction for flows (`forward.onnx`, `inverse.onnx`).
-        if !dir.join("model.onnx").exists() && !dir.join("forward.onnx").exists() {
-            bail!("{} has no model.onnx or forward.onnx: run `mote zoo train {}` first", dir.display(), fam.name());
+        // One graph (`model.onnx`) or several (a flow's `forward.onnx` + `inverse.onnx`, a VAE's
+        // decoder and encoder): any ONNX file means the family was trained.
+        let trained = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().any(|e| e.path().extension().is_some_and(|x| x == "onnx")))
+            .unwrap_or(false);
+        if !trained {
+            bail!("{} holds no ONNX model: run `mote zoo train {}` first", dir.display(), fam.name());
         }
         eprintln!("converting and running {} ...", dir.display());
         let f = fam.evaluate(&dir)?;
