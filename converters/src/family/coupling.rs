@@ -108,18 +108,8 @@ pub struct FlowFigures {
 impl FlowFigures {
     /// The report row: task metric = test NLL in nats/dim (lower is better); MACs per point.
     pub fn summary(&self) -> FamilyFigures {
-        FamilyFigures {
-            params: self.params,
-            flash_f32: self.flash_f32,
-            flash_int8: self.flash_int8,
-            arena_int8: self.arena_int8,
-            lower_bound_int8: self.lower_bound_int8,
-            state_int8: self.state_int8,
-            macs_per_token: self.macs_forward / self.batch.max(1) as u64,
-            f32_vs_tract_max_abs: self.f32_vs_tract_max_abs,
-            metric: TaskMetric { name: "NLL nats/dim".into(), f32: self.nll_f32, int8: self.nll_int8 },
-            committed_int8_up_to_date: self.committed_int8_up_to_date,
-        }
+        let metric = TaskMetric { name: "NLL nats/dim".into(), f32: self.nll_f32, int8: self.nll_int8 };
+        family_row!(self, self.macs_forward / self.batch.max(1) as u64, metric)
     }
 }
 
