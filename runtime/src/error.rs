@@ -57,6 +57,20 @@ pub enum Error {
         /// Index of the first offending element.
         index: u32,
     },
+    /// A diffusion sampler was run on a model without a noise schedule or sampler state
+    /// (convert it from a graph carrying `mote.diffusion.alpha_bar` metadata).
+    NotADiffusionModel,
+    /// A diffusion model cannot sample with the requested number of steps.
+    UnsupportedSteps {
+        /// The step counts it supports.
+        supported: crate::diffusion::StepCounts,
+    },
+    /// A classifier-free guidance scale outside
+    /// [`MIN_GUIDANCE`](crate::diffusion::MIN_GUIDANCE)..=[`MAX_GUIDANCE`](crate::diffusion::MAX_GUIDANCE).
+    GuidanceOutOfRange,
+    /// Class conditioning or guidance was asked of a model without a class input (or without
+    /// the unconditional class it needs).
+    NoConditionalPath,
 }
 
 impl fmt::Display for Error {
@@ -86,6 +100,23 @@ impl fmt::Display for Error {
             Error::IndexOutOfRange => write!(f, "an index is outside the table it indexes"),
             Error::Backend => write!(f, "the tract backend failed to load or run the model"),
             Error::NonFinite { index } => write!(f, "input element {index} is NaN or infinite"),
+            Error::NotADiffusionModel => write!(
+                f,
+                "not a diffusion model: no noise schedule or sampler state (convert a graph with \
+                 mote.diffusion.alpha_bar metadata)"
+            ),
+            Error::UnsupportedSteps { supported } => {
+                write!(f, "unsupported step count: this model samples with {supported} steps")
+            }
+            Error::GuidanceOutOfRange => write!(
+                f,
+                "guidance scale out of range: it must be within {}..={}",
+                crate::diffusion::MIN_GUIDANCE,
+                crate::diffusion::MAX_GUIDANCE
+            ),
+            Error::NoConditionalPath => {
+                write!(f, "the model has no conditional path: it has no class input and samples unconditionally")
+            }
         }
     }
 }

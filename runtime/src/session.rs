@@ -97,6 +97,42 @@ impl<'m, 'b> Session<'m, 'b> {
         Ok(())
     }
 
+    /// Copies `len` f32 values stored little-endian in the state region at byte `offset` into
+    /// input `k` of `entry` (quantising if it is int8), checking them like
+    /// [`Session::set_input_f32`]: samplers keep their working values in the state region.
+    pub(crate) fn input_from_state(&mut self, entry: EntryId, k: usize, offset: usize) -> Result<()> {
+        let t = self.arena_tensor(self.model.entry_input(entry, k)?)?;
+        let n = t.desc.shape.numel();
+        let src = self.state.get(offset..offset + 4 * n).ok_or(Error::OutOfBounds)?;
+        let values = || src.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if let Some(i) = values().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { index: i as u32 });
+        }
+        let bytes = &mut self.arena[t.range()];
+        for (i, v) in values().enumerate() {
+            tensor::store(bytes, &t.desc, i, v);
+        }
+        Ok(())
+    }
+
+    /// Writes output `k` of `entry` as f32 values (dequantising int8) into the state region at
+    /// byte `offset`.
+    pub(crate) fn output_to_state(&mut self, entry: EntryId, k: usize, offset: usize) -> Result<()> {
+        let t = self.arena_tensor(self.model.entry_output(entry, k)?)?;
+        let n = t.desc.shape.numel();
+        let dst = self.state.get_mut(offset..offset + 4 * n).ok_or(Error::OutOfBounds)?;
+        let src = &self.arena[t.range()];
+        for (i, d) in dst.chunks_exact_mut(4).enumerate() {
+            d.copy_from_slice(&tensor::load(src, &t.desc, i).to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// The state region, mutably (for samplers working in their own slot).
+    pub(crate) fn state_mut(&mut self) -> &mut [u8] {
+        &mut self.state[..self.model.state_bytes()]
+    }
+
     /// Writes integer values (token ids) into input `k` of `entry`.
     pub fn set_input_i32(&mut self, entry: EntryId, k: usize, values: &[i32]) -> Result<()> {
         let t = self.arena_tensor(self.model.entry_input(entry, k)?)?;

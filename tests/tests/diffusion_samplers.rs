@@ -3,7 +3,10 @@
 //! as an ONNX graph with the schedule in its metadata. Every sampler must then produce samples
 //! with mean μ and standard deviation s, up to its discretisation and sampling error.
 
-use mote::diffusion::{sample, scratch_len, Method, Schedule, SCHEDULE_KEY};
+use mote::diffusion::{
+    sample, Condition, Method, Request, Schedule, StepCounts, NULL_CLASS_KEY, PREDICTION_KEY, SAMPLER_SLOT,
+    SAMPLER_STATE_VALUES, SCHEDULE_KEY, STEPS_KEY,
+};
 use mote::{Error, Model, Session};
 use mote_converters::convert::{convert, Options};
 use mote_converters::emit::dtypes::QuantMode;
@@ -27,7 +30,22 @@ fn alpha_bar() -> Vec<f32> {
         .collect()
 }
 
-fn gaussian_denoiser() -> Vec<u8> {
+/// The output parameterisation of a test denoiser.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Epsilon,
+    V,
+    Sample,
+}
+
+/// The exact denoiser of N(μ, diag s²) predicting `kind`. With `classes`, an extra `class`
+/// input picks μ: class 0 has `MEAN`, class 1 `−MEAN`, and the unconditional class 2 mean 0.
+fn gaussian_denoiser(kind: Kind, classes: bool) -> Vec<u8> {
+    gaussian_denoiser_with(kind, classes, None)
+}
+
+/// [`gaussian_denoiser`], declaring the step counts `steps` (as a distilled model would).
+fn gaussian_denoiser_with(kind: Kind, classes: bool, steps: Option<&str>) -> Vec<u8> {
     let mut g = GraphBuilder::new("gaussian_denoiser");
     let x = g.input("x", DataType::Float, &[Dim::Fixed(ROWS as i64), Dim::Fixed(2)]);
     let t = g.input("t", DataType::Int64, &[Dim::Fixed(ROWS as i64)]);
@@ -37,7 +55,14 @@ fn gaussian_denoiser() -> Vec<u8> {
     let a = g.op("Unsqueeze", &[&a, &axes], vec![]);
     let one = g.const_f32_scalar(1.0);
     let one_minus_a = g.op("Sub", &[&one, &a], vec![]);
-    let mean = g.initializer_f32("mean", &[2], &MEAN);
+    let mean = if classes {
+        let class = g.input("class", DataType::Int64, &[Dim::Fixed(ROWS as i64)]);
+        let means = [MEAN, MEAN.map(|m| -m), [0.0; 2]].concat();
+        let table = g.initializer_f32("class_mean", &[3, 2], &means);
+        g.op("Gather", &[&table, &class], vec![])
+    } else {
+        g.initializer_f32("mean", &[2], &MEAN)
+    };
     let var = g.initializer_f32("var", &[2], &STD.map(|s| s * s));
     let sqrt_a = g.op("Sqrt", &[&a], vec![]);
     let scaled_mean = g.op("Mul", &[&sqrt_a, &mean], vec![]);
@@ -46,11 +71,36 @@ fn gaussian_denoiser() -> Vec<u8> {
     let spread = g.op("Add", &[&signal_var, &one_minus_a], vec![]);
     let ratio = g.op("Div", &[&centred, &spread], vec![]);
     let noise_std = g.op("Sqrt", &[&one_minus_a], vec![]);
-    let eps = g.op_named("Mul", &[&noise_std, &ratio], vec![], "eps");
-    g.output(&eps, DataType::Float, &[Dim::Fixed(ROWS as i64), Dim::Fixed(2)]);
+    let eps = g.op("Mul", &[&noise_std, &ratio], vec![]);
+    // E[x₀ | x_t] = μ + √ᾱ·s²·(x_t − √ᾱ·μ)/(ᾱ·s² + 1 − ᾱ).
+    let shrink = g.op("Mul", &[&sqrt_a, &var], vec![]);
+    let shrunk = g.op("Mul", &[&shrink, &ratio], vec![]);
+    let x0 = g.op("Add", &[&mean, &shrunk], vec![]);
+    let out = match kind {
+        Kind::Epsilon => g.op_named("Identity", &[&eps], vec![], "out"),
+        Kind::Sample => g.op_named("Identity", &[&x0], vec![], "out"),
+        Kind::V => {
+            let a_eps = g.op("Mul", &[&sqrt_a, &eps], vec![]);
+            let n_x0 = g.op("Mul", &[&noise_std, &x0], vec![]);
+            g.op_named("Sub", &[&a_eps, &n_x0], vec![], "out")
+        }
+    };
+    g.output(&out, DataType::Float, &[Dim::Fixed(ROWS as i64), Dim::Fixed(2)]);
     let schedule: Vec<String> = alpha_bar().iter().map(|a| format!("{a:e}")).collect();
     g.metadata(SCHEDULE_KEY, &schedule.join(","));
-    let path = scratch("diffusion").join("gaussian.onnx");
+    let prediction = match kind {
+        Kind::Epsilon => "epsilon",
+        Kind::V => "v",
+        Kind::Sample => "sample",
+    };
+    g.metadata(PREDICTION_KEY, prediction);
+    if classes {
+        g.metadata(NULL_CLASS_KEY, "2");
+    }
+    if let Some(steps) = steps {
+        g.metadata(STEPS_KEY, steps);
+    }
+    let path = scratch("diffusion").join(format!("gaussian_{prediction}_{classes}_{}.onnx", steps.is_some()));
     std::fs::write(&path, g.finish()).expect("write onnx");
     let opts = Options {
         quant: QuantMode::F32,
@@ -63,16 +113,14 @@ fn gaussian_denoiser() -> Vec<u8> {
 }
 
 /// Mean and standard deviation per dimension over `runs` batches of samples.
-fn moments(bytes: &[u8], method: Method, steps: usize, runs: u64) -> ([f32; 2], [f32; 2]) {
+fn moments(bytes: &[u8], method: Method, steps: usize, condition: Condition, runs: u64) -> ([f32; 2], [f32; 2]) {
     let model = Model::parse(bytes).expect("parse");
-    let schedule = Schedule::of_model(&model).expect("schedule");
     let mut mem = Memory::for_model(&model);
     let mut session = Session::new(&model, &mut mem.arena, &mut mem.state).expect("session");
     let (mut sum, mut sq, mut n) = ([0f64; 2], [0f64; 2], 0.0);
     let mut x = vec![0f32; ROWS * 2];
-    let mut work = vec![0f32; scratch_len(x.len())];
     for seed in 0..runs {
-        sample(&mut session, &schedule, method, steps, seed, &mut x, &mut work).expect("sample");
+        sample(&mut session, &Request { method, steps, seed, condition }, &mut x).expect("sample");
         for row in x.chunks(2) {
             for d in 0..2 {
                 sum[d] += row[d] as f64;
@@ -86,9 +134,17 @@ fn moments(bytes: &[u8], method: Method, steps: usize, runs: u64) -> ([f32; 2], 
     (mean, std)
 }
 
+fn assert_moments(name: &str, (mean, std): ([f32; 2], [f32; 2]), want_mean: [f32; 2]) {
+    println!("{name}: mean {mean:.3?} (want {want_mean:?}), std {std:.3?} (want {STD:?})");
+    for d in 0..2 {
+        assert!((mean[d] - want_mean[d]).abs() < 0.08, "{name}: mean {mean:?}");
+        assert!((std[d] - STD[d]).abs() < 0.08, "{name}: std {std:?}");
+    }
+}
+
 #[test]
 fn every_sampler_recovers_the_data_distribution() {
-    let bytes = gaussian_denoiser();
+    let bytes = gaussian_denoiser(Kind::Epsilon, false);
     let cases = [
         ("DDPM, 250 steps", Method::Ddpm, 250),
         ("DDIM eta 0, 50 steps", Method::Ddim { eta: 0.0 }, 50),
@@ -98,41 +154,118 @@ fn every_sampler_recovers_the_data_distribution() {
         ("probability-flow ODE Heun, 25 steps", Method::ProbabilityFlow { heun: true }, 25),
     ];
     for (name, method, steps) in cases {
-        let (mean, std) = moments(&bytes, method, steps, 16);
-        println!("{name}: mean {mean:.3?} (want {MEAN:?}), std {std:.3?} (want {STD:?})");
-        for d in 0..2 {
-            assert!((mean[d] - MEAN[d]).abs() < 0.08, "{name}: mean {mean:?}");
-            assert!((std[d] - STD[d]).abs() < 0.08, "{name}: std {std:?}");
+        assert_moments(name, moments(&bytes, method, steps, Condition::Unconditional, 16), MEAN);
+    }
+}
+
+#[test]
+fn v_and_sample_predictions_give_the_same_distribution() {
+    for kind in [Kind::V, Kind::Sample] {
+        let bytes = gaussian_denoiser(kind, false);
+        for (name, method, steps) in [("DDIM", Method::Ddim { eta: 0.0 }, 50), ("DDPM", Method::Ddpm, 250)] {
+            let got = moments(&bytes, method, steps, Condition::Unconditional, 16);
+            assert_moments(&format!("{kind:?} prediction, {name} {steps} steps"), got, MEAN);
         }
     }
 }
 
 #[test]
-fn samples_are_reproducible_and_bad_settings_are_errors() {
-    let bytes = gaussian_denoiser();
+fn classes_and_guidance_move_the_mean_as_the_formula_says() {
+    // ε is linear in μ, so guided ε = ε_u + w·(ε_c − ε_u) is the exact ε of N(μ_u + w·(μ_c − μ_u), s²).
+    let bytes = gaussian_denoiser(Kind::Epsilon, true);
+    let ddim = Method::Ddim { eta: 0.0 };
+    let cases = [
+        ("class 0", Condition::Class(0), MEAN),
+        ("class 1", Condition::Class(1), MEAN.map(|m| -m)),
+        ("unconditional", Condition::Unconditional, [0.0; 2]),
+        ("class 0 guided x2", Condition::Guided { class: 0, scale: 2.0 }, MEAN.map(|m| 2.0 * m)),
+        ("class 1 guided x0.5", Condition::Guided { class: 1, scale: 0.5 }, MEAN.map(|m| -0.5 * m)),
+    ];
+    for (name, condition, want) in cases {
+        assert_moments(name, moments(&bytes, ddim, 50, condition, 8), want);
+    }
+}
+
+#[test]
+fn the_sampler_keeps_its_values_in_the_state_region() {
+    let bytes = gaussian_denoiser(Kind::Epsilon, false);
     let model = Model::parse(&bytes).expect("parse");
-    let schedule = Schedule::of_model(&model).expect("schedule");
-    assert_eq!(schedule.len(), T);
+    let slot = (0..model.state_slot_count())
+        .map(|i| model.state_slot(i).expect("slot"))
+        .find(|s| model.string(s.name).ok() == Some(SAMPLER_SLOT))
+        .expect("a sampler slot");
+    assert!(slot.len as usize >= SAMPLER_STATE_VALUES * 4 * ROWS * 2, "slot of {} bytes", slot.len);
+    assert!(model.state_bytes() >= (slot.offset + slot.len) as usize);
     let mut mem = Memory::for_model(&model);
     let mut session = Session::new(&model, &mut mem.arena, &mut mem.state).expect("session");
-    let mut work = vec![0f32; scratch_len(ROWS * 2)];
-    let run = |session: &mut Session, method, steps, seed| {
-        let mut x = vec![0f32; ROWS * 2];
-        let mut work = vec![0f32; scratch_len(x.len())];
-        sample(session, &schedule, method, steps, seed, &mut x, &mut work).map(|_| x)
-    };
-    let a = run(&mut session, Method::Ddpm, 20, 7).expect("sample");
-    assert_eq!(a, run(&mut session, Method::Ddpm, 20, 7).expect("sample"), "same seed, same sample");
-    assert_ne!(a, run(&mut session, Method::Ddpm, 20, 8).expect("sample"), "another seed");
-    assert_eq!(run(&mut session, Method::Ddpm, 0, 1).err(), Some(Error::BadParams));
-    assert_eq!(run(&mut session, Method::Ddpm, T + 1, 1).err(), Some(Error::BadParams));
-    assert_eq!(run(&mut session, Method::Ddim { eta: 1.5 }, 10, 1).err(), Some(Error::BadParams));
     let mut x = vec![0f32; ROWS * 2];
-    let short = &mut work[..10];
-    assert_eq!(sample(&mut session, &schedule, Method::Ddpm, 10, 1, &mut x, short).err(), Some(Error::SizeMismatch));
+    let request = Request { method: Method::Ddim { eta: 0.0 }, steps: 4, seed: 3, condition: Condition::Unconditional };
+    sample(&mut session, &request, &mut x).expect("sample");
+    let state = session.state();
+    let at = slot.offset as usize;
+    let kept: Vec<f32> =
+        state[at..at + 4 * x.len()].chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert_eq!(kept, x, "the slot's first buffer holds the sample");
+}
+
+#[test]
+fn samples_are_reproducible_and_bad_settings_are_typed_errors() {
+    let bytes = gaussian_denoiser(Kind::Epsilon, false);
+    let model = Model::parse(&bytes).expect("parse");
+    assert_eq!(Schedule::of_model(&model).expect("schedule").len(), T);
+    let mut mem = Memory::for_model(&model);
+    let mut session = Session::new(&model, &mut mem.arena, &mut mem.state).expect("session");
+    let run = |session: &mut Session, method, steps, seed, condition| {
+        let mut x = vec![0f32; ROWS * 2];
+        sample(session, &Request { method, steps, seed, condition }, &mut x).map(|_| x)
+    };
+    let free = Condition::Unconditional;
+    let a = run(&mut session, Method::Ddpm, 20, 7, free).expect("sample");
+    assert_eq!(a, run(&mut session, Method::Ddpm, 20, 7, free).expect("sample"), "same seed, same sample");
+    assert_ne!(a, run(&mut session, Method::Ddpm, 20, 8, free).expect("sample"), "another seed");
+    for steps in [0, T + 1] {
+        let e = run(&mut session, Method::Ddpm, steps, 1, free).unwrap_err();
+        assert_eq!(e, Error::UnsupportedSteps { supported: StepCounts::UpTo(T as u16) });
+        assert_eq!(e.to_string(), "unsupported step count: this model samples with 1 to 1000 steps");
+    }
+    assert_eq!(run(&mut session, Method::Ddim { eta: 1.5 }, 10, 1, free).err(), Some(Error::BadParams));
+    let e = run(&mut session, Method::Ddpm, 10, 1, Condition::Class(0)).unwrap_err();
+    assert_eq!(e, Error::NoConditionalPath);
+    assert!(e.to_string().contains("no conditional path"), "{e}");
+    let e = run(&mut session, Method::Ddpm, 10, 1, Condition::Guided { class: 0, scale: 25.0 }).unwrap_err();
+    assert_eq!(e, Error::GuidanceOutOfRange);
+    assert!(e.to_string().contains("0..=20"), "{e}");
     let mut wrong = vec![0f32; 6];
-    assert_eq!(
-        sample(&mut session, &schedule, Method::Ddpm, 10, 1, &mut wrong, &mut work).err(),
-        Some(Error::SizeMismatch)
-    );
+    let request = Request { method: Method::Ddpm, steps: 10, seed: 1, condition: free };
+    assert_eq!(sample(&mut session, &request, &mut wrong).err(), Some(Error::SizeMismatch));
+
+    let conditional = gaussian_denoiser(Kind::Epsilon, true);
+    let model = Model::parse(&conditional).expect("parse");
+    let mut mem = Memory::for_model(&model);
+    let mut session = Session::new(&model, &mut mem.arena, &mut mem.state).expect("session");
+    for class in [-1, 3] {
+        let e = run(&mut session, Method::Ddpm, 10, 1, Condition::Class(class)).unwrap_err();
+        assert_eq!(e, Error::IndexOutOfRange, "class {class}");
+    }
+    let e = run(&mut session, Method::Ddpm, 10, 1, Condition::Guided { class: 0, scale: -1.0 }).unwrap_err();
+    assert_eq!(e, Error::GuidanceOutOfRange);
+}
+
+#[test]
+fn distilled_step_counts_are_enforced_with_the_list() {
+    let bytes = gaussian_denoiser_with(Kind::Epsilon, false, Some("4, 2,1"));
+    let model = Model::parse(&bytes).expect("parse");
+    let mut mem = Memory::for_model(&model);
+    let mut session = Session::new(&model, &mut mem.arena, &mut mem.state).expect("session");
+    let mut x = vec![0f32; ROWS * 2];
+    let mut request =
+        Request { method: Method::Ddim { eta: 0.0 }, steps: 4, seed: 1, condition: Condition::Unconditional };
+    for steps in [4, 2, 1] {
+        request.steps = steps;
+        sample(&mut session, &request, &mut x).expect("a listed step count");
+    }
+    request.steps = 8;
+    let e = sample(&mut session, &request, &mut x).unwrap_err();
+    assert!(matches!(e, Error::UnsupportedSteps { .. }), "{e:?}");
+    assert_eq!(e.to_string(), "unsupported step count: this model samples with 4, 2 or 1 steps");
 }

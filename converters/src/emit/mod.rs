@@ -233,6 +233,11 @@ pub fn emit(
         w.entry(&spec.name, first..w.op_count(), &io(&g.inputs)?, &io(&g.outputs)?, advance);
         plans.push(PlanSummary { entry: spec.name.clone(), ..p });
     }
+    if let Some(bytes) = sampler_state_bytes(entries, metadata) {
+        let at = STATE_HEADER.max(state_bytes);
+        w.state_slot(mote::diffusion::SAMPLER_SLOT, at as u32, bytes as u32);
+        state_bytes = at + bytes;
+    }
     for (k, v) in metadata {
         w.metadata(k, v);
     }
@@ -240,6 +245,16 @@ pub fn emit(
     w.arena_bytes = arena as u32;
     w.state_bytes = state_bytes as u32;
     Ok(Emitted { bytes: w.finish(), plans })
+}
+
+/// Bytes of the diffusion sampler's state slot, for a model whose metadata carries a noise
+/// schedule: [`mote::diffusion::SAMPLER_STATE_VALUES`] f32 values per value of the denoiser's
+/// (`denoise`, else `forward`) first input.
+fn sampler_state_bytes(entries: &[EntrySpec], metadata: &[(String, String)]) -> Option<usize> {
+    metadata.iter().find(|(k, _)| k == mote::diffusion::SCHEDULE_KEY)?;
+    let spec = ["denoise", "forward"].iter().find_map(|name| entries.iter().find(|e| e.name == *name))?;
+    let x = spec.graph.tensors[*spec.graph.inputs.first()?].numel();
+    Some((mote::diffusion::SAMPLER_STATE_VALUES * 4 * x).div_ceil(ALIGN) * ALIGN)
 }
 
 /// Plans the arena of one entry; returns tensor offsets and a summary.

@@ -1,0 +1,210 @@
+//! The noise schedule a diffusion model carries in its metadata, its timestep grid, and the
+//! step counts a (distilled) model supports.
+
+use core::fmt;
+
+use crate::error::{Error, Result};
+use crate::Model;
+
+/// Most timesteps a schedule may hold.
+pub const MAX_TIMESTEPS: usize = 1000;
+
+/// Metadata key of the schedule: ᾱ_t for t = 0..T as comma-separated decimals.
+pub const SCHEDULE_KEY: &str = "mote.diffusion.alpha_bar";
+
+/// Metadata key of the step counts a distilled model was trained for (comma-separated; absent:
+/// any count from 1 to T).
+pub const STEPS_KEY: &str = "mote.diffusion.steps";
+
+/// Most step counts [`STEPS_KEY`] may list.
+pub const MAX_LISTED_STEPS: usize = 8;
+
+/// The step counts a model samples with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum StepCounts {
+    /// Any count from 1 to this many (the schedule's length).
+    UpTo(u16),
+    /// Only these counts (the first `len` entries).
+    Listed {
+        /// The counts, in the metadata's order.
+        counts: [u16; MAX_LISTED_STEPS],
+        /// How many are used.
+        len: u8,
+    },
+}
+
+impl StepCounts {
+    /// Whether `steps` is supported.
+    pub fn contains(&self, steps: usize) -> bool {
+        match *self {
+            StepCounts::UpTo(max) => (1..=max as usize).contains(&steps),
+            StepCounts::Listed { counts, len } => counts[..len as usize].iter().any(|&c| c as usize == steps),
+        }
+    }
+
+    /// Parses the [`STEPS_KEY`] list (each count in 1..=`max`).
+    fn parse(text: &str, max: usize) -> Result<Self> {
+        let mut counts = [0u16; MAX_LISTED_STEPS];
+        let mut len = 0;
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let c: u16 = part.parse().map_err(|_| Error::BadParams)?;
+            if len == MAX_LISTED_STEPS || c == 0 || c as usize > max {
+                return Err(Error::BadParams);
+            }
+            counts[len] = c;
+            len += 1;
+        }
+        if len == 0 {
+            return Err(Error::BadParams);
+        }
+        Ok(StepCounts::Listed { counts, len: len as u8 })
+    }
+}
+
+impl fmt::Display for StepCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            StepCounts::UpTo(max) => write!(f, "1 to {max}"),
+            StepCounts::Listed { counts, len } => {
+                let counts = &counts[..len as usize];
+                for (i, c) in counts.iter().enumerate() {
+                    let sep = match i {
+                        0 => "",
+                        _ if i + 1 == counts.len() => " or ",
+                        _ => ", ",
+                    };
+                    write!(f, "{sep}{c}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The noise schedule ᾱ_t of a model and the step counts it supports.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    alpha_bar: [f32; MAX_TIMESTEPS],
+    len: usize,
+    steps: StepCounts,
+}
+
+impl Schedule {
+    /// Parses the comma-separated ᾱ values (at most [`MAX_TIMESTEPS`], each in (0, 1]); any
+    /// step count from 1 to T is supported.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut s = Schedule { alpha_bar: [0.0; MAX_TIMESTEPS], len: 0, steps: StepCounts::UpTo(0) };
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let v: f32 = part.parse().map_err(|_| Error::BadParams)?;
+            if s.len == MAX_TIMESTEPS || !(v > 0.0 && v <= 1.0) {
+                return Err(Error::BadParams);
+            }
+            s.alpha_bar[s.len] = v;
+            s.len += 1;
+        }
+        if s.len == 0 {
+            return Err(Error::BadParams);
+        }
+        s.steps = StepCounts::UpTo(s.len as u16);
+        Ok(s)
+    }
+
+    /// The schedule a model carries in its metadata ([`Error::NotADiffusionModel`] without
+    /// one), restricted to the step counts of [`STEPS_KEY`] when present.
+    pub fn of_model(model: &Model<'_>) -> Result<Self> {
+        let mut s = Self::parse(model.metadata(SCHEDULE_KEY).ok_or(Error::NotADiffusionModel)?)?;
+        if let Some(list) = model.metadata(STEPS_KEY) {
+            s.steps = StepCounts::parse(list, s.len)?;
+        }
+        Ok(s)
+    }
+
+    /// Number of timesteps T.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the schedule is empty (never, once parsed).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The step counts this schedule samples with.
+    pub fn step_counts(&self) -> StepCounts {
+        self.steps
+    }
+
+    /// [`Error::UnsupportedSteps`] unless `steps` is one of [`Schedule::step_counts`].
+    pub fn check_steps(&self, steps: usize) -> Result<()> {
+        if self.steps.contains(steps) {
+            Ok(())
+        } else {
+            Err(Error::UnsupportedSteps { supported: self.steps })
+        }
+    }
+
+    /// ᾱ_t (1 for t < 0: clean data).
+    pub fn alpha_bar(&self, t: isize) -> f32 {
+        if t < 0 {
+            1.0
+        } else {
+            self.alpha_bar[(t as usize).min(self.len - 1)]
+        }
+    }
+
+    /// The timestep of step `i` of `steps`: T·(steps − i)/steps − 1, from T − 1 (i = 0) down
+    /// to T/steps − 1; step `steps` is clean data (−1). Grids of N and 2N steps nest (every
+    /// other point of the 2N grid is the N grid), as progressive distillation needs.
+    pub fn timestep(&self, i: usize, steps: usize) -> isize {
+        if i >= steps || steps == 0 {
+            return -1;
+        }
+        (self.len * (steps - i) / steps) as isize - 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::format;
+
+    #[test]
+    fn schedules_parse_and_spread_their_steps() {
+        let s = Schedule::parse("0.99, 0.9,0.5,0.1").unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!((s.alpha_bar(0), s.alpha_bar(3), s.alpha_bar(-1)), (0.99, 0.1, 1.0));
+        let visited: [isize; 5] = core::array::from_fn(|i| s.timestep(i, 4));
+        assert_eq!(visited, [3, 2, 1, 0, -1]);
+        assert_eq!([s.timestep(0, 2), s.timestep(1, 2), s.timestep(2, 2)], [3, 1, -1]);
+        assert_eq!(s.timestep(0, 1), 3);
+        for bad in ["", "0.5,x", "0.5,1.5", "0.5,0"] {
+            assert_eq!(Schedule::parse(bad).err(), Some(Error::BadParams), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn grids_of_n_and_2n_steps_nest() {
+        let s = Schedule::parse(&"0.5,".repeat(1000)).unwrap();
+        for n in [1, 2, 4, 8, 16, 32, 64, 128] {
+            for i in 0..n {
+                assert_eq!(s.timestep(i, n), s.timestep(2 * i, 2 * n), "{n} steps, step {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn listed_step_counts_are_checked_and_named() {
+        let s = Schedule::parse("0.9,0.5,0.1,0.01").unwrap();
+        assert_eq!(s.check_steps(4), Ok(()));
+        let Err(Error::UnsupportedSteps { supported }) = s.check_steps(5) else { panic!("5 of 4 steps accepted") };
+        assert_eq!(format!("{supported}"), "1 to 4");
+        let listed = StepCounts::parse("4, 2,1", 4).unwrap();
+        assert!(listed.contains(2) && !listed.contains(3));
+        assert_eq!(format!("{listed}"), "4, 2 or 1");
+        for bad in ["", "0", "5", "a", "1,1,1,1,1,1,1,1,1"] {
+            assert_eq!(StepCounts::parse(bad, 4).err(), Some(Error::BadParams), "{bad:?}");
+        }
+    }
+}
