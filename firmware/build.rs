@@ -5,6 +5,7 @@
 //! - `MOTE_BOARD`: a board of `boards.toml` (default `mps2-an386`); must match `--target`.
 //! - `MOTE_INPUT`: optional raw input blob for `forward` (4 bytes per element, LE: i32 for
 //!   integer inputs, f32 otherwise, inputs concatenated in entry order).
+//! - `MOTE_STEPS`, `MOTE_CLASS`, `MOTE_GUIDANCE`: a diffusion sample to draw (DDIM, η = 0).
 //! - `MOTE_PROMPT` (`1,2,3`), `MOTE_MAX_NEW`, `MOTE_SEED`, `MOTE_TEMPERATURE`, `MOTE_TOP_K`:
 //!   optional generation with the `decode_step` entry.
 use std::env;
@@ -68,9 +69,9 @@ fn main() {
     let model = mote::Model::parse(&bytes)
         .unwrap_or_else(|e| fail(format!("{}: invalid .mote file: {e}", model_path.display())));
     let has_decode = model.entry_by_name("decode_step").is_ok();
-    // The largest `forward` or `inverse` input, in elements: the stack buffer that converts
-    // inputs (and holds an inverse's latent draws).
-    let max_input = ["forward", "inverse"]
+    // The largest `forward`, `inverse` or `denoise` input, in elements: the stack buffer that
+    // converts inputs (and holds an inverse's latent draws or a diffusion sample).
+    let max_input = ["forward", "inverse", "denoise"]
         .iter()
         .filter_map(|name| {
             let e = model.entry_by_name(name).ok()?;
@@ -94,7 +95,7 @@ fn main() {
     );
     let _ = writeln!(
         g,
-        "/// Elements of the largest forward or inverse input.\npub const MAX_INPUT: usize = {};",
+        "/// Elements of the largest forward, inverse or denoise input.\npub const MAX_INPUT: usize = {};",
         max_input.max(1)
     );
     let _ = writeln!(g, "/// Model file bytes.\npub const MODEL_LEN: usize = {};", bytes.len());
@@ -155,6 +156,15 @@ fn main() {
         g,
         "pub const TOP_K: usize = {};",
         parse_or("MOTE_TOP_K", "8").parse::<usize>().unwrap_or_else(|_| fail("MOTE_TOP_K".into()))
+    );
+    let steps = parse_or("MOTE_STEPS", "0").parse::<usize>().unwrap_or_else(|_| fail("MOTE_STEPS".into()));
+    let _ = writeln!(g, "/// Diffusion sampling steps (0: no sampling).\npub const DIFFUSION_STEPS: usize = {steps};");
+    let class = var("MOTE_CLASS").map(|c| c.parse::<i32>().unwrap_or_else(|_| fail("MOTE_CLASS".into())));
+    let _ = writeln!(g, "/// Diffusion class (None: unconditional).\npub const CLASS: Option<i32> = {class:?};");
+    let guidance = var("MOTE_GUIDANCE").map(|c| c.parse::<f32>().unwrap_or_else(|_| fail("MOTE_GUIDANCE".into())));
+    let _ = writeln!(
+        g,
+        "/// Classifier-free guidance scale (None: none).\npub const GUIDANCE: Option<f32> = {guidance:?};"
     );
     std::fs::write(out.join("model.rs"), g).unwrap();
 }

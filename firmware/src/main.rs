@@ -9,6 +9,8 @@
 //! - `MOTE ticks forward T` / `MOTE ticks overhead T`: SysTick ticks of one inference and
 //!   of an empty measurement (instructions = ticks x clock period / icount period);
 //! - `MOTE ticks parse T`: ticks of `Model::parse` (validation and CRC of the whole file);
+//! - `MOTE ticks inverse T` / `MOTE ticks sample T`: ticks of a flow's `inverse` run / of
+//!   one diffusion sample (logged as the output after `forward`'s);
 //! - `MOTE token ID T`: a generated token and the ticks since the previous one;
 //! - `MOTE stack B`: stack high-water mark in bytes; `MOTE end 0` or `MOTE error ...`.
 #![no_std]
@@ -144,6 +146,11 @@ fn run() -> mote::Result<()> {
         }
     }
 
+    if model::DIFFUSION_STEPS > 0 {
+        let forward = model.entry_by_name("forward").and_then(|e| model.entry(e)).map_or(0, |i| i.n_outputs);
+        diffuse(&model, &mut session, if model::HAS_INPUT { forward as usize } else { 0 })?;
+    }
+
     if !model::PROMPT.is_empty() {
         session.reset();
         // Encoder–decoder models: the source side runs once, then generation starts.
@@ -180,6 +187,28 @@ fn run() -> mote::Result<()> {
             prev = at;
         }
     }
+    Ok(())
+}
+
+/// Diffusion models: draws one sample (DDIM, η = 0, every step) from the build's seed, class
+/// and guidance, and logs it as output `index` (the host draws the same sample).
+fn diffuse(model: &Model<'_>, session: &mut Session<'_, '_>, index: usize) -> mote::Result<()> {
+    use mote::diffusion::{sample, Condition, Method, Request};
+    let condition = match (model::CLASS, model::GUIDANCE) {
+        (None, _) => Condition::Unconditional,
+        (Some(c), None) => Condition::Class(c),
+        (Some(class), Some(scale)) => Condition::Guided { class, scale },
+    };
+    let request =
+        Request { method: Method::Ddim { eta: 0.0 }, steps: model::DIFFUSION_STEPS, seed: model::SEED, condition };
+    let entry = model.entry_by_name("denoise").or_else(|_| model.entry_by_name("forward"))?;
+    let n = model.tensor(model.entry_input(entry, 0)?)?.desc.shape.numel();
+    let mut x = [0f32; MAX_INPUT];
+    let x = x.get_mut(..n).ok_or(mote::Error::SizeMismatch)?;
+    let start = ticks();
+    sample(session, &request, x)?;
+    defmt::println!("MOTE ticks sample {=u64}", ticks().saturating_sub(start));
+    out::floats(index, n, x.iter().map(|v| v.to_bits()));
     Ok(())
 }
 

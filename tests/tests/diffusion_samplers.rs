@@ -5,7 +5,7 @@
 
 use mote::diffusion::{
     sample, Condition, Method, Request, Schedule, StepCounts, NULL_CLASS_KEY, PREDICTION_KEY, SAMPLER_SLOT,
-    SAMPLER_STATE_VALUES, SCHEDULE_KEY, STEPS_KEY,
+    SAMPLER_STATE_VALUES, SCHEDULE_KEY, SCHEDULE_TENSOR, STEPS_KEY,
 };
 use mote::{Error, Model, Session};
 use mote_converters::convert::{convert, Options};
@@ -41,11 +41,23 @@ enum Kind {
 /// The exact denoiser of N(μ, diag s²) predicting `kind`. With `classes`, an extra `class`
 /// input picks μ: class 0 has `MEAN`, class 1 `−MEAN`, and the unconditional class 2 mean 0.
 fn gaussian_denoiser(kind: Kind, classes: bool) -> Vec<u8> {
-    gaussian_denoiser_with(kind, classes, None)
+    convert_f32(&gaussian_onnx(kind, classes, None, None)).expect("convert")
 }
 
-/// [`gaussian_denoiser`], declaring the step counts `steps` (as a distilled model would).
-fn gaussian_denoiser_with(kind: Kind, classes: bool, steps: Option<&str>) -> Vec<u8> {
+fn convert_f32(onnx: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let opts = Options {
+        quant: QuantMode::F32,
+        bounds: Default::default(),
+        calibration: None,
+        decode: false,
+        extra_entries: vec![],
+    };
+    Ok(convert(onnx, &opts)?.bytes)
+}
+
+/// The ONNX graph of [`gaussian_denoiser`], declaring the step counts `steps` (as a distilled
+/// model would) and replacing the schedule's text by `schedule` when given.
+fn gaussian_onnx(kind: Kind, classes: bool, steps: Option<&str>, schedule: Option<&str>) -> std::path::PathBuf {
     let mut g = GraphBuilder::new("gaussian_denoiser");
     let x = g.input("x", DataType::Float, &[Dim::Fixed(ROWS as i64), Dim::Fixed(2)]);
     let t = g.input("t", DataType::Int64, &[Dim::Fixed(ROWS as i64)]);
@@ -86,8 +98,8 @@ fn gaussian_denoiser_with(kind: Kind, classes: bool, steps: Option<&str>) -> Vec
         }
     };
     g.output(&out, DataType::Float, &[Dim::Fixed(ROWS as i64), Dim::Fixed(2)]);
-    let schedule: Vec<String> = alpha_bar().iter().map(|a| format!("{a:e}")).collect();
-    g.metadata(SCHEDULE_KEY, &schedule.join(","));
+    let text: Vec<String> = alpha_bar().iter().map(|a| format!("{a:e}")).collect();
+    g.metadata(SCHEDULE_KEY, schedule.unwrap_or(&text.join(",")));
     let prediction = match kind {
         Kind::Epsilon => "epsilon",
         Kind::V => "v",
@@ -100,16 +112,10 @@ fn gaussian_denoiser_with(kind: Kind, classes: bool, steps: Option<&str>) -> Vec
     if let Some(steps) = steps {
         g.metadata(STEPS_KEY, steps);
     }
-    let path = scratch("diffusion").join(format!("gaussian_{prediction}_{classes}_{}.onnx", steps.is_some()));
+    let name = format!("gaussian_{prediction}_{classes}_{}_{}.onnx", steps.is_some(), schedule.is_some());
+    let path = scratch("diffusion").join(name);
     std::fs::write(&path, g.finish()).expect("write onnx");
-    let opts = Options {
-        quant: QuantMode::F32,
-        bounds: Default::default(),
-        calibration: None,
-        decode: false,
-        extra_entries: vec![],
-    };
-    convert(&path, &opts).expect("convert").bytes
+    path
 }
 
 /// Mean and standard deviation per dimension over `runs` batches of samples.
@@ -253,7 +259,7 @@ fn samples_are_reproducible_and_bad_settings_are_typed_errors() {
 
 #[test]
 fn distilled_step_counts_are_enforced_with_the_list() {
-    let bytes = gaussian_denoiser_with(Kind::Epsilon, false, Some("4, 2,1"));
+    let bytes = convert_f32(&gaussian_onnx(Kind::Epsilon, false, Some("4, 2,1"), None)).expect("convert");
     let model = Model::parse(&bytes).expect("parse");
     let mut mem = Memory::for_model(&model);
     let mut session = Session::new(&model, &mut mem.arena, &mut mem.state).expect("session");
@@ -268,4 +274,22 @@ fn distilled_step_counts_are_enforced_with_the_list() {
     let e = sample(&mut session, &request, &mut x).unwrap_err();
     assert!(matches!(e, Error::UnsupportedSteps { .. }), "{e:?}");
     assert_eq!(e.to_string(), "unsupported step count: this model samples with 4, 2 or 1 steps");
+}
+
+#[test]
+fn the_schedule_is_stored_as_a_weight_tensor_and_checked_at_conversion() {
+    let bytes = gaussian_denoiser(Kind::Epsilon, false);
+    let model = Model::parse(&bytes).expect("parse");
+    assert_eq!(model.metadata(SCHEDULE_KEY), None, "the text form is not copied into the file");
+    let id = (0..model.tensor_count() as u32)
+        .map(mote::TensorId)
+        .find(|&id| model.tensor_name(id) == Some(SCHEDULE_TENSOR))
+        .expect("a schedule tensor");
+    let view = model.weight_view(&model.tensor(id).expect("tensor")).expect("weights");
+    let stored: Vec<f32> = (0..view.desc.shape.numel()).map(|i| view.get(i)).collect();
+    assert_eq!(stored, alpha_bar(), "ᾱ stored exactly");
+    for (bad, why) in [("0.9,1.5", "in (0, 1]"), ("0.9,x", "'x' is not a number")] {
+        let e = convert_f32(&gaussian_onnx(Kind::Epsilon, false, None, Some(bad))).unwrap_err();
+        assert!(format!("{e:#}").contains(why), "{bad}: {e:#}");
+    }
 }

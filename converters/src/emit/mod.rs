@@ -239,12 +239,45 @@ pub fn emit(
         state_bytes = at + bytes;
     }
     for (k, v) in metadata {
-        w.metadata(k, v);
+        if k == mote::diffusion::SCHEDULE_KEY {
+            schedule_tensor(&mut w, v)?;
+        } else {
+            w.metadata(k, v);
+        }
     }
     w.metadata("mote.quant", &format!("{mode:?}").to_lowercase());
     w.arena_bytes = arena as u32;
     w.state_bytes = state_bytes as u32;
     Ok(Emitted { bytes: w.finish(), plans })
+}
+
+/// Stores a diffusion schedule (the metadata's comma-separated ᾱ_t) as the f32 weight tensor
+/// the runtime reads in place, after checking it as the runtime will.
+fn schedule_tensor(w: &mut Writer, text: &str) -> Result<()> {
+    let key = mote::diffusion::SCHEDULE_KEY;
+    let values = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<f32>().map_err(|_| anyhow!("metadata {key}: '{p}' is not a number")))
+        .collect::<Result<Vec<f32>>>()?;
+    let e = weights::f32s(&[values.len()], &values);
+    mote::diffusion::Schedule::from_le_bytes(&e.bytes).map_err(|_| {
+        anyhow!(
+            "metadata {key}: a schedule needs 1 to {} values of ᾱ in (0, 1]; got {}",
+            mote::diffusion::MAX_TIMESTEPS,
+            values.len()
+        )
+    })?;
+    // Written outside the weight pool: a graph constant with the same bytes keeps its own name.
+    w.tensor(&TensorSpec {
+        desc: e.desc,
+        name: Some(mote::diffusion::SCHEDULE_TENSOR),
+        arena_offset: None,
+        data: Some(&e.bytes),
+        channel_scales: None,
+    });
+    Ok(())
 }
 
 /// Bytes of the diffusion sampler's state slot, for a model whose metadata carries a noise

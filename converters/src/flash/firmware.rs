@@ -67,6 +67,8 @@ pub struct Payload {
     pub top_k: usize,
     /// Optimise the firmware for speed (`opt-level=3`) instead of size (`opt-level="s"`).
     pub speed: bool,
+    /// The diffusion sample to draw on the device (diffusion models).
+    pub diffusion: Option<mote::diffusion::Request>,
 }
 
 /// Serialises builds in this process: cargo's own lock covers the build, this one also
@@ -137,6 +139,9 @@ pub fn build(board: &Board, model: &Path, payload: &Payload) -> Result<PathBuf> 
         .env("MOTE_SEED", payload.seed.to_string())
         .env("MOTE_TEMPERATURE", format!("{:?}", payload.temperature))
         .env("MOTE_TOP_K", payload.top_k.to_string());
+    for (name, value) in super::diffusion::env(payload.diffusion.as_ref()) {
+        cmd.env(name, value);
+    }
     let out = cmd.output().with_context(|| format!("cannot run {CARGO}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);

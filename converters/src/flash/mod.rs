@@ -3,6 +3,7 @@
 //! counts. Boards come from `firmware/boards.toml`.
 
 pub mod board;
+mod diffusion;
 pub mod elf;
 pub mod firmware;
 pub mod qemu;
@@ -44,9 +45,19 @@ pub struct FlashArgs {
     /// Keep the k most likely tokens when sampling.
     #[arg(long, default_value_t = 8)]
     pub top_k: usize,
-    /// PRNG seed (same seed, same tokens on host and device).
+    /// PRNG seed (same seed, same tokens or samples on host and device).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Diffusion models: sampling steps (default: the first count a distilled model lists,
+    /// else 4).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Diffusion models: the class to sample (class-conditional models).
+    #[arg(long)]
+    pub class: Option<i32>,
+    /// Diffusion models: classifier-free guidance scale (needs --class).
+    #[arg(long)]
+    pub guidance: Option<f32>,
     /// Seconds before a QEMU run is killed and reported as a timeout.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
@@ -78,6 +89,12 @@ pub struct Request {
     pub top_k: usize,
     /// Sampler seed.
     pub seed: u64,
+    /// Diffusion sampling steps (None: the model's default).
+    pub steps: Option<usize>,
+    /// Diffusion class (None: unconditional).
+    pub class: Option<i32>,
+    /// Diffusion guidance scale (None: no guidance).
+    pub guidance: Option<f32>,
     /// QEMU timeout.
     pub timeout: Duration,
     /// `-icount shift`.
@@ -98,6 +115,9 @@ impl Request {
             temperature: 0.8,
             top_k: 8,
             seed: 1,
+            steps: None,
+            class: None,
+            guidance: None,
             timeout: Duration::from_secs(120),
             icount_shift: 5,
             speed: false,
@@ -119,7 +139,7 @@ pub struct Outcome {
     /// `forward` inputs used.
     pub inputs: Vec<Array>,
     /// Host runtime outputs of `forward` on the same inputs, then (flows) of `inverse` on seeded
-    /// standard-normal latents.
+    /// standard-normal latents, then (diffusion models) the seeded sample.
     pub host_outputs: Vec<Vec<f32>>,
     /// Prompt token ids and the host's generated tokens (empty when the model has no decode_step).
     pub prompt: Vec<i32>,
@@ -164,6 +184,12 @@ impl Outcome {
         Some(d.inverse_ticks?.saturating_sub(d.overhead_ticks) as f64 * self.instructions_per_tick)
     }
 
+    /// Instructions of one diffusion sample (all its steps).
+    pub fn sample_instructions(&self) -> Option<f64> {
+        let d = self.device.as_ref()?;
+        Some(d.sample_ticks?.saturating_sub(d.overhead_ticks) as f64 * self.instructions_per_tick)
+    }
+
     /// Instructions of the `encode` run before generation (encoder–decoder models).
     pub fn encode_instructions(&self) -> Option<f64> {
         let d = self.device.as_ref()?;
@@ -197,6 +223,9 @@ pub fn run_cli(a: FlashArgs) -> Result<()> {
     req.temperature = a.temperature;
     req.top_k = a.top_k;
     req.seed = a.seed;
+    req.steps = a.steps;
+    req.class = a.class;
+    req.guidance = a.guidance;
     req.timeout = Duration::from_secs(a.timeout.max(1));
     req.icount_shift = a.icount_shift;
     req.speed = a.speed;
@@ -250,6 +279,10 @@ pub fn flash_with(req: &Request, say: &mut dyn FnMut(&str)) -> Result<Outcome> {
     };
     let mut host_outputs: Vec<Vec<f32>> = host::run(&bytes, "forward", &inputs)?.iter().map(|a| a.to_f32()).collect();
     host_outputs.extend(host_sample(&model, &bytes, req.seed)?);
+    let sampling = diffusion::plan(&model, req)?;
+    if let Some(r) = &sampling {
+        host_outputs.push(diffusion::host_sample(&model, r)?);
+    }
     let blob = input_blob(&model, forward, &inputs)?;
     let (prompt, max_new) = generation_plan(&model, req, &inputs)?;
     let host_tokens =
@@ -272,6 +305,7 @@ pub fn flash_with(req: &Request, say: &mut dyn FnMut(&str)) -> Result<Outcome> {
         temperature: req.temperature,
         top_k: req.top_k,
         speed: req.speed,
+        diffusion: sampling,
     };
     let t = Instant::now();
     let elf = firmware::build(&board, &req.model, &payload)?;
@@ -354,7 +388,11 @@ fn say_results(model: &Model<'_>, o: &Outcome, say: &mut dyn FnMut(&str)) {
     let n_forward = model.entry_by_name("forward").and_then(|e| model.entry(e)).map_or(0, |i| i.n_outputs as usize);
     for (k, v) in d.outputs.iter().enumerate() {
         let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:.5}")).collect();
-        let label = if k < n_forward { format!("output {k}") } else { format!("inverse output {}", k - n_forward) };
+        let label = match k.checked_sub(n_forward) {
+            None => format!("output {k}"),
+            Some(j) if model.entry_by_name("inverse").is_ok() => format!("inverse output {j}"),
+            Some(_) => "diffusion sample".to_string(),
+        };
         say(&format!("{label} ({} values): [{}{}]", v.len(), head.join(", "), if v.len() > 8 { ", ..." } else { "" }));
     }
     match o.outputs_bit_exact() {
@@ -386,6 +424,9 @@ fn say_results(model: &Model<'_>, o: &Outcome, say: &mut dyn FnMut(&str)) {
     }
     if let Some(n) = o.inverse_instructions() {
         say(&format!("instructions per inverse run (a sample from seeded latents): {n:.0}"));
+    }
+    if let Some(n) = o.sample_instructions() {
+        say(&format!("instructions per diffusion sample (all steps): {n:.0}"));
     }
     if !d.tokens.is_empty() {
         let ids: Vec<i32> = d.tokens.iter().map(|t| t.0).collect();

@@ -19,6 +19,8 @@ pub struct DeviceRun {
     pub encode_ticks: Option<u64>,
     /// SysTick ticks of one `inverse` run (flows: one sample from seeded latents).
     pub inverse_ticks: Option<u64>,
+    /// SysTick ticks of one diffusion sample (every step).
+    pub sample_ticks: Option<u64>,
     /// SysTick ticks of `Model::parse` (validation, CRC) on the device.
     pub parse_ticks: Option<u64>,
     /// Ticks of an empty measurement (already small; subtract it from each figure).
@@ -145,6 +147,7 @@ pub fn parse(text: &str) -> Result<DeviceRun> {
             (Some("ticks"), Some("parse")) => r.parse_ticks = Some(num(w.next())?),
             (Some("ticks"), Some("encode")) => r.encode_ticks = Some(num(w.next())?),
             (Some("ticks"), Some("inverse")) => r.inverse_ticks = Some(num(w.next())?),
+            (Some("ticks"), Some("sample")) => r.sample_ticks = Some(num(w.next())?),
             (Some("prompt"), n) => r.prompt_len = num(n)? as usize,
             (Some("token"), Some(t)) => r.tokens.push((t.parse()?, num(w.next())?)),
             (Some("stack"), n) => r.stack_bytes = num(n)?,

@@ -9,8 +9,12 @@ use crate::Model;
 /// Most timesteps a schedule may hold.
 pub const MAX_TIMESTEPS: usize = 1000;
 
-/// Metadata key of the schedule: ᾱ_t for t = 0..T as comma-separated decimals.
+/// ONNX metadata key of the schedule: ᾱ_t for t = 0..T as comma-separated decimals. The
+/// converter stores it in the `.mote` file as the f32 weight tensor [`SCHEDULE_TENSOR`].
 pub const SCHEDULE_KEY: &str = "mote.diffusion.alpha_bar";
+
+/// Name of the weight tensor holding ᾱ_t (f32 `[T]`).
+pub const SCHEDULE_TENSOR: &str = "diffusion.alpha_bar";
 
 /// Metadata key of the step counts a distilled model was trained for (comma-separated; absent:
 /// any count from 1 to T).
@@ -82,42 +86,52 @@ impl fmt::Display for StepCounts {
     }
 }
 
-/// The noise schedule ᾱ_t of a model and the step counts it supports.
+/// The noise schedule ᾱ_t of a model and the step counts it supports, read in place from the
+/// model's [`SCHEDULE_TENSOR`] (f32, in flash): nothing is copied to RAM.
 #[derive(Debug, Clone, Copy)]
-pub struct Schedule {
-    alpha_bar: [f32; MAX_TIMESTEPS],
+pub struct Schedule<'a> {
+    /// ᾱ_0 … ᾱ_{T−1}, f32 little-endian.
+    alpha_bar: &'a [u8],
     len: usize,
     steps: StepCounts,
 }
 
-impl Schedule {
-    /// Parses the comma-separated ᾱ values (at most [`MAX_TIMESTEPS`], each in (0, 1]); any
-    /// step count from 1 to T is supported.
-    pub fn parse(text: &str) -> Result<Self> {
-        let mut s = Schedule { alpha_bar: [0.0; MAX_TIMESTEPS], len: 0, steps: StepCounts::UpTo(0) };
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let v: f32 = part.parse().map_err(|_| Error::BadParams)?;
-            if s.len == MAX_TIMESTEPS || !(v > 0.0 && v <= 1.0) {
-                return Err(Error::BadParams);
-            }
-            s.alpha_bar[s.len] = v;
-            s.len += 1;
-        }
-        if s.len == 0 {
+impl<'a> Schedule<'a> {
+    /// A schedule over ᾱ values stored as little-endian f32 (1 to [`MAX_TIMESTEPS`] of them,
+    /// each in (0, 1]); any step count from 1 to T is supported.
+    pub fn from_le_bytes(alpha_bar: &'a [u8]) -> Result<Self> {
+        let len = alpha_bar.len() / 4;
+        if alpha_bar.len() % 4 != 0 || len == 0 || len > MAX_TIMESTEPS {
             return Err(Error::BadParams);
         }
-        s.steps = StepCounts::UpTo(s.len as u16);
+        let s = Schedule { alpha_bar, len, steps: StepCounts::UpTo(len as u16) };
+        if (0..len).map(|t| s.value(t)).any(|v| !(v > 0.0 && v <= 1.0)) {
+            return Err(Error::BadParams);
+        }
         Ok(s)
     }
 
-    /// The schedule a model carries in its metadata ([`Error::NotADiffusionModel`] without
-    /// one), restricted to the step counts of [`STEPS_KEY`] when present.
-    pub fn of_model(model: &Model<'_>) -> Result<Self> {
-        let mut s = Self::parse(model.metadata(SCHEDULE_KEY).ok_or(Error::NotADiffusionModel)?)?;
+    /// The schedule a model carries ([`Error::NotADiffusionModel`] without one), restricted
+    /// to the step counts of [`STEPS_KEY`] when present.
+    pub fn of_model(model: &Model<'a>) -> Result<Self> {
+        let tensor = (0..model.tensor_count() as u32)
+            .map(crate::format::TensorId)
+            .find(|&id| model.tensor_name(id) == Some(SCHEDULE_TENSOR))
+            .ok_or(Error::NotADiffusionModel)?;
+        let view = model.weight_view(&model.tensor(tensor)?)?;
+        if view.desc.dtype != crate::DType::F32 || view.desc.shape.rank() != 1 {
+            return Err(Error::BadDType);
+        }
+        let mut s = Self::from_le_bytes(view.bytes)?;
         if let Some(list) = model.metadata(STEPS_KEY) {
             s.steps = StepCounts::parse(list, s.len)?;
         }
         Ok(s)
+    }
+
+    fn value(&self, t: usize) -> f32 {
+        let b = &self.alpha_bar[4 * t..4 * t + 4];
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
     /// Number of timesteps T.
@@ -149,7 +163,7 @@ impl Schedule {
         if t < 0 {
             1.0
         } else {
-            self.alpha_bar[(t as usize).min(self.len - 1)]
+            self.value((t as usize).min(self.len - 1))
         }
     }
 
@@ -170,23 +184,30 @@ mod tests {
     use super::*;
     use std::format;
 
+    fn bytes(values: &[f32]) -> std::vec::Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
     #[test]
     fn schedules_parse_and_spread_their_steps() {
-        let s = Schedule::parse("0.99, 0.9,0.5,0.1").unwrap();
+        let b = bytes(&[0.99, 0.9, 0.5, 0.1]);
+        let s = Schedule::from_le_bytes(&b).unwrap();
         assert_eq!(s.len(), 4);
         assert_eq!((s.alpha_bar(0), s.alpha_bar(3), s.alpha_bar(-1)), (0.99, 0.1, 1.0));
         let visited: [isize; 5] = core::array::from_fn(|i| s.timestep(i, 4));
         assert_eq!(visited, [3, 2, 1, 0, -1]);
         assert_eq!([s.timestep(0, 2), s.timestep(1, 2), s.timestep(2, 2)], [3, 1, -1]);
         assert_eq!(s.timestep(0, 1), 3);
-        for bad in ["", "0.5,x", "0.5,1.5", "0.5,0"] {
-            assert_eq!(Schedule::parse(bad).err(), Some(Error::BadParams), "{bad:?}");
+        for bad in [&[][..], &[0.5, 1.5], &[0.5, 0.0], &[f32::NAN]] {
+            assert_eq!(Schedule::from_le_bytes(&bytes(bad)).err(), Some(Error::BadParams), "{bad:?}");
         }
+        assert_eq!(Schedule::from_le_bytes(&[0, 0, 0]).err(), Some(Error::BadParams), "not whole f32s");
     }
 
     #[test]
     fn grids_of_n_and_2n_steps_nest() {
-        let s = Schedule::parse(&"0.5,".repeat(1000)).unwrap();
+        let b = bytes(&[0.5; 1000]);
+        let s = Schedule::from_le_bytes(&b).unwrap();
         for n in [1, 2, 4, 8, 16, 32, 64, 128] {
             for i in 0..n {
                 assert_eq!(s.timestep(i, n), s.timestep(2 * i, 2 * n), "{n} steps, step {i}");
@@ -196,7 +217,8 @@ mod tests {
 
     #[test]
     fn listed_step_counts_are_checked_and_named() {
-        let s = Schedule::parse("0.9,0.5,0.1,0.01").unwrap();
+        let b = bytes(&[0.9, 0.5, 0.1, 0.01]);
+        let s = Schedule::from_le_bytes(&b).unwrap();
         assert_eq!(s.check_steps(4), Ok(()));
         let Err(Error::UnsupportedSteps { supported }) = s.check_steps(5) else { panic!("5 of 4 steps accepted") };
         assert_eq!(format!("{supported}"), "1 to 4");
