@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod gaussian_denoiser;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()

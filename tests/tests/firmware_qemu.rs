@@ -11,6 +11,7 @@ use mote_converters::convert;
 use mote_converters::emit::dtypes::QuantMode;
 use mote_converters::flash::{self, firmware, Outcome, Request};
 use mote_converters::zoo::gpt::{Gpt, GptConfig};
+use mote_tests::gaussian_denoiser::{self, Kind};
 use mote_tests::{gpt_options, repo_root, scratch, untrained_gpt};
 use std::path::{Path, PathBuf};
 
@@ -41,7 +42,7 @@ fn test_model() -> PathBuf {
 fn summary(o: &Outcome) {
     let d = o.device.as_ref();
     println!(
-        "{}: flash {} B (.text {} B, model {} B), static RAM {} B (arena {} B, state {} B), stack {:?} B, forward {:?} instr, token {:?} instr, inverse {:?} instr",
+        "{}: flash {} B (.text {} B, model {} B), static RAM {} B (arena {} B, state {} B), stack {:?} B, forward {:?} instr, token {:?} instr, inverse {:?} instr, diffusion sample {:?} instr",
         o.board.name,
         o.image.flash(),
         o.image.text,
@@ -52,11 +53,12 @@ fn summary(o: &Outcome) {
         d.map(|d| d.stack_bytes),
         o.forward_instructions().map(|x| x.round()),
         o.token_instructions().map(|x| x.round()),
-        o.inverse_instructions().map(|x| x.round())
+        o.inverse_instructions().map(|x| x.round()),
+        o.sample_instructions().map(|x| x.round())
     );
 }
 
-fn assert_matches_host(o: &Outcome, int8: bool) {
+fn assert_matches_host(model: &Path, o: &Outcome, int8: bool) {
     let d = o.device.as_ref().expect("a QEMU board runs the model");
     assert_eq!(d.outputs.len(), o.host_outputs.len());
     for (a, b) in d.outputs.iter().zip(&o.host_outputs) {
@@ -72,6 +74,10 @@ fn assert_matches_host(o: &Outcome, int8: bool) {
     // Flows: the device also sampled through `inverse` (its outputs follow `forward`'s, compared above).
     let has_inverse = o.inspection.entries.iter().any(|e| e.entry == "inverse");
     assert_eq!(o.inverse_instructions().is_some(), has_inverse, "inverse run on the device");
+    // Diffusion models: the device also drew a seeded sample (the last output, compared above).
+    let bytes = std::fs::read(model).expect("model");
+    let is_diffusion = mote::diffusion::Schedule::of_model(&mote::Model::parse(&bytes).expect("parse")).is_ok();
+    assert_eq!(o.sample_instructions().is_some(), is_diffusion, "diffusion sample on the device");
     if !o.prompt.is_empty() {
         assert!(!d.tokens.is_empty(), "the device generated tokens");
         assert_eq!(o.tokens_match(), Some(true), "device tokens {:?} vs host {:?}", d.tokens, o.host_tokens);
@@ -87,9 +93,10 @@ fn int8_gpt_on_cortex_m4_is_bit_exact_with_the_host() {
     if !toolchain(true) {
         return;
     }
-    let o = flash::flash(&Request::new("mps2-an386", &test_model())).unwrap();
+    let model = test_model();
+    let o = flash::flash(&Request::new("mps2-an386", &model)).unwrap();
     summary(&o);
-    assert_matches_host(&o, true);
+    assert_matches_host(&model, &o, true);
     assert_eq!(o.outputs_bit_exact(), Some(true));
     assert!(o.image.model >= o.inspection.file_bytes as u64, "the model sits in .rodata");
     assert!(o.image.arena >= o.inspection.arena_bytes as u64 && o.image.state >= o.inspection.state_bytes as u64);
@@ -100,9 +107,10 @@ fn int8_gpt_on_cortex_m55_is_bit_exact_with_the_host() {
     if !toolchain(true) {
         return;
     }
-    let o = flash::flash(&Request::new("mps3-an547", &test_model())).unwrap();
+    let model = test_model();
+    let o = flash::flash(&Request::new("mps3-an547", &model)).unwrap();
     summary(&o);
-    assert_matches_host(&o, true);
+    assert_matches_host(&model, &o, true);
 }
 
 #[test]
@@ -129,7 +137,7 @@ fn committed_zoo_models_on_cortex_m4_match_the_host() {
         let o = flash::flash(&req).unwrap_or_else(|e| panic!("{}: {e:#}", m.display()));
         println!("{}", m.display());
         summary(&o);
-        assert_matches_host(&o, int8);
+        assert_matches_host(&m, &o, int8);
     }
 }
 
@@ -200,4 +208,37 @@ fn a_qemu_run_past_its_timeout_is_reported_as_a_timeout() {
     req.timeout = std::time::Duration::from_millis(1);
     let err = format!("{:#}", flash::flash(&req).unwrap_err());
     assert!(err.contains("QEMU timed out"), "{err}");
+}
+
+#[test]
+fn guided_diffusion_sampling_on_cortex_m4_is_bit_exact_and_lands_on_the_guided_mean() {
+    if !toolchain(true) {
+        return;
+    }
+    let dir = repo_root().join("target").join("firmware-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes =
+        gaussian_denoiser::convert_f32(&gaussian_denoiser::onnx(&dir, Kind::Epsilon, true, None, None)).unwrap();
+    let path = dir.join("gaussian_denoiser.mote");
+    if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let mut req = Request::new("mps2-an386", &path);
+    (req.steps, req.class, req.guidance, req.seed) = (Some(8), Some(1), Some(2.0), 5);
+    let o = flash::flash(&req).unwrap();
+    summary(&o);
+    assert_matches_host(&path, &o, false);
+    assert_eq!(o.outputs_bit_exact(), Some(true), "f32 sampler state, same arithmetic on both sides");
+    let x = o.device.as_ref().unwrap().outputs.last().unwrap();
+    // Class 1 has mean −μ and the unconditional class mean 0: guidance ×2 aims at −2μ.
+    for d in 0..2 {
+        let mean = x.iter().skip(d).step_by(2).sum::<f32>() / gaussian_denoiser::ROWS as f32;
+        let want = -2.0 * gaussian_denoiser::MEAN[d];
+        println!("dimension {d}: device sample mean {mean:.3} (guided target {want})");
+        assert!((mean - want).abs() < 0.25, "dimension {d}: mean {mean} vs {want}");
+    }
+    let sample = o.sample_instructions().unwrap();
+    let forward = o.forward_instructions().unwrap();
+    println!("8 guided steps: {sample:.0} instructions = {:.1} forward runs", sample / forward);
+    assert!(sample > 16.0 * forward * 0.9, "8 guided steps make 16 model calls");
 }
