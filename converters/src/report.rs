@@ -64,6 +64,8 @@ pub struct Inspection {
     /// What the converter wants the user to know (the `mote.note` metadata), e.g. attention
     /// that runs unfused and why.
     pub notes: Vec<String>,
+    /// Diffusion models: the schedule, parameterisation, step counts and sampler state.
+    pub diffusion: Option<String>,
 }
 
 fn fmt_desc(d: &mote::Desc) -> String {
@@ -159,7 +161,31 @@ pub fn inspect(model: &Model<'_>) -> Result<Inspection> {
         ops: rows,
         entries,
         notes,
+        diffusion: diffusion_summary(model),
     })
+}
+
+/// One line on a diffusion model's sampling setup (None for other models).
+fn diffusion_summary(model: &Model<'_>) -> Option<String> {
+    use mote::diffusion::{Schedule, NULL_CLASS_KEY, PREDICTION_KEY, SAMPLER_SLOT};
+    let s = Schedule::of_model(model).ok()?;
+    let conditioning = match model.metadata(NULL_CLASS_KEY) {
+        Some(null) => format!("class-conditional (null class {null})"),
+        None => "unconditional".to_string(),
+    };
+    let slot = (0..model.state_slot_count())
+        .filter_map(|i| model.state_slot(i).ok())
+        .find(|slot| model.string(slot.name).ok() == Some(SAMPLER_SLOT))
+        .map_or(0, |slot| slot.len as usize);
+    Some(format!(
+        "{} timesteps (ᾱ {:.4} → {:.3e}), predicts {}, samples with {} steps, {conditioning}; sampler state {}",
+        s.len(),
+        s.alpha_bar(0),
+        s.alpha_bar(s.len() as isize - 1),
+        model.metadata(PREDICTION_KEY).unwrap_or("epsilon"),
+        s.step_counts(),
+        bytes(slot)
+    ))
 }
 
 /// Human-readable byte counts.
@@ -215,6 +241,9 @@ pub fn render(r: &Inspection) -> String {
         bytes(r.arena_bytes),
         bytes(r.state_bytes)
     );
+    if let Some(d) = &r.diffusion {
+        let _ = writeln!(s, "diffusion: {d}");
+    }
     for note in &r.notes {
         let _ = writeln!(s, "note: {note}");
     }

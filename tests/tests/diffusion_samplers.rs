@@ -177,6 +177,9 @@ fn distilled_step_counts_are_enforced_with_the_list() {
     let e = sample(&mut session, &request, &mut x).unwrap_err();
     assert!(matches!(e, Error::UnsupportedSteps { .. }), "{e:?}");
     assert_eq!(e.to_string(), "unsupported step count: this model samples with 4, 2 or 1 steps");
+    let line = mote_converters::report::inspect(&model).expect("inspect").diffusion.expect("a diffusion line");
+    assert!(line.starts_with("1000 timesteps") && line.contains("samples with 4, 2 or 1 steps"), "{line}");
+    assert!(line.contains("unconditional; sampler state 2.5 KiB"), "{line}");
 }
 
 #[test]
