@@ -9,8 +9,9 @@
 //! - `MOTE ticks forward T` / `MOTE ticks overhead T`: SysTick ticks of one inference and
 //!   of an empty measurement (instructions = ticks x clock period / icount period);
 //! - `MOTE ticks parse T`: ticks of `Model::parse` (validation and CRC of the whole file);
-//! - `MOTE ticks inverse T` / `MOTE ticks sample T`: ticks of a flow's `inverse` run / of
-//!   one diffusion sample (logged as the output after `forward`'s);
+//! - `MOTE ticks inverse T` / `MOTE ticks sample T` / `MOTE ticks decode T`: ticks of a flow's
+//!   `inverse` run / of one diffusion sample / of decoding it (latent diffusion), each logged
+//!   as the next output after `forward`'s;
 //! - `MOTE token ID T`: a generated token and the ticks since the previous one;
 //! - `MOTE stack B`: stack high-water mark in bytes; `MOTE end 0` or `MOTE error ...`.
 #![no_std]
@@ -191,7 +192,8 @@ fn run() -> mote::Result<()> {
 }
 
 /// Diffusion models: draws one sample (DDIM, η = 0, every step) from the build's seed, class
-/// and guidance, and logs it as output `index` (the host draws the same sample).
+/// and guidance, and logs it as output `index` (the host draws the same sample); latent
+/// diffusion models decode it with their `decode` entry (output `index + 1`).
 fn diffuse(model: &Model<'_>, session: &mut Session<'_, '_>, index: usize) -> mote::Result<()> {
     use mote::diffusion::{sample, Condition, Method, Request};
     let condition = match (model::CLASS, model::GUIDANCE) {
@@ -209,6 +211,17 @@ fn diffuse(model: &Model<'_>, session: &mut Session<'_, '_>, index: usize) -> mo
     sample(session, &request, x)?;
     defmt::println!("MOTE ticks sample {=u64}", ticks().saturating_sub(start));
     out::floats(index, n, x.iter().map(|v| v.to_bits()));
+    // Latent diffusion: the `decode` entry turns (the first rows of) the sample into data.
+    if let Ok(decode) = model.entry_by_name("decode") {
+        let k = model.tensor(model.entry_input(decode, 0)?)?.desc.shape.numel();
+        session.set_input_f32(decode, 0, x.get(..k).ok_or(mote::Error::SizeMismatch)?)?;
+        let start = ticks();
+        session.run(decode)?;
+        defmt::println!("MOTE ticks decode {=u64}", ticks().saturating_sub(start));
+        let v = session.output(decode, 0)?;
+        let m = v.desc.shape.numel();
+        out::floats(index + 1, m, (0..m).map(|i| v.get(i).to_bits()));
+    }
     Ok(())
 }
 

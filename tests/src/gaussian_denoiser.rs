@@ -41,16 +41,20 @@ pub enum Kind {
     Sample,
 }
 
-/// Converts an ONNX graph to an f32 `.mote` (no calibration).
-pub fn convert_f32(onnx: &Path) -> anyhow::Result<Vec<u8>> {
-    let opts = Options {
+/// Conversion options for an f32 `.mote` without calibration.
+pub fn f32_options() -> Options {
+    Options {
         quant: QuantMode::F32,
         bounds: Default::default(),
         calibration: None,
         decode: false,
         extra_entries: vec![],
-    };
-    Ok(convert(onnx, &opts)?.bytes)
+    }
+}
+
+/// Converts an ONNX graph to an f32 `.mote` (no calibration).
+pub fn convert_f32(onnx: &Path) -> anyhow::Result<Vec<u8>> {
+    Ok(convert(onnx, &f32_options())?.bytes)
 }
 
 /// Writes into `dir` the exact denoiser of N(μ, diag s²) over [`ROWS`] rows of 2-D `x`,
@@ -115,6 +119,20 @@ pub fn onnx(dir: &Path, kind: Kind, classes: bool, steps: Option<&str>, schedule
     }
     let name = format!("gaussian_{prediction}_{classes}_{}_{}.onnx", steps.is_some(), schedule.is_some());
     let path = dir.join(name);
+    std::fs::write(&path, g.finish()).expect("write onnx");
+    path
+}
+
+/// Writes into `dir` a stand-in latent decoder for the denoiser's samples: `z [ROWS, 2]` →
+/// `tanh(z / 2) [ROWS, 2]` (the `decode` entry of a latent diffusion model).
+pub fn decoder_onnx(dir: &Path) -> PathBuf {
+    let mut g = GraphBuilder::new("toy_decoder");
+    let z = g.input("z", DataType::Float, &[Dim::Fixed(ROWS as i64), Dim::Fixed(2)]);
+    let half = g.const_f32_scalar(0.5);
+    let scaled = g.op("Mul", &[&z, &half], vec![]);
+    let y = g.op_named("Tanh", &[&scaled], vec![], "image");
+    g.output(&y, DataType::Float, &[Dim::Fixed(ROWS as i64), Dim::Fixed(2)]);
+    let path = dir.join("toy_decoder.onnx");
     std::fs::write(&path, g.finish()).expect("write onnx");
     path
 }

@@ -211,14 +211,17 @@ fn a_qemu_run_past_its_timeout_is_reported_as_a_timeout() {
 }
 
 #[test]
-fn guided_diffusion_sampling_on_cortex_m4_is_bit_exact_and_lands_on_the_guided_mean() {
+fn guided_latent_diffusion_on_cortex_m4_is_bit_exact_lands_on_the_guided_mean_and_decodes() {
     if !toolchain(true) {
         return;
     }
     let dir = repo_root().join("target").join("firmware-test");
     std::fs::create_dir_all(&dir).unwrap();
-    let bytes =
-        gaussian_denoiser::convert_f32(&gaussian_denoiser::onnx(&dir, Kind::Epsilon, true, None, None)).unwrap();
+    // A latent diffusion layout: the denoiser as `forward`, a decoder of its samples as `decode`.
+    let mut opts = gaussian_denoiser::f32_options();
+    opts.extra_entries = vec![("decode".into(), gaussian_denoiser::decoder_onnx(&dir))];
+    let onnx = gaussian_denoiser::onnx(&dir, Kind::Epsilon, true, None, None);
+    let bytes = convert::convert(&onnx, &opts).unwrap().bytes;
     let path = dir.join("gaussian_denoiser.mote");
     if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
         std::fs::write(&path, &bytes).unwrap();
@@ -229,7 +232,13 @@ fn guided_diffusion_sampling_on_cortex_m4_is_bit_exact_and_lands_on_the_guided_m
     summary(&o);
     assert_matches_host(&path, &o, false);
     assert_eq!(o.outputs_bit_exact(), Some(true), "f32 sampler state, same arithmetic on both sides");
-    let x = o.device.as_ref().unwrap().outputs.last().unwrap();
+    let outputs = &o.device.as_ref().unwrap().outputs;
+    assert_eq!(outputs.len(), 3, "forward's output, the sample, its decoding");
+    let (x, decoded) = (&outputs[1], &outputs[2]);
+    for (v, d) in x.iter().zip(decoded) {
+        assert!((d - (v / 2.0).tanh()).abs() < 1e-6, "decoded {d} of {v}");
+    }
+    assert!(o.decode_instructions().is_some_and(|n| n > 0.0));
     // Class 1 has mean −μ and the unconditional class mean 0: guidance ×2 aims at −2μ.
     for d in 0..2 {
         let mean = x.iter().skip(d).step_by(2).sum::<f32>() / gaussian_denoiser::ROWS as f32;

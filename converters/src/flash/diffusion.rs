@@ -1,5 +1,6 @@
 //! Diffusion models on the device: the sampling run the firmware makes (DDIM, η = 0, from the
-//! flash request's seed) and the same run on the host runtime, to compare bit for bit.
+//! flash request's seed, then `decode` for latent diffusion) and the same run on the host
+//! runtime, to compare bit for bit.
 
 use super::Request;
 use crate::host;
@@ -34,15 +35,26 @@ pub fn plan(model: &Model<'_>, req: &Request) -> Result<Option<diffusion::Reques
     Ok(Some(request))
 }
 
-/// The sample the host runtime draws for `request` (what the firmware must reproduce).
-pub fn host_sample(model: &Model<'_>, request: &diffusion::Request) -> Result<Vec<f32>> {
+/// The sample the host runtime draws for `request` (what the firmware must reproduce), then,
+/// for latent diffusion models, its decoding by the `decode` entry (of the sample's first
+/// values, as many as `decode` takes).
+pub fn host_sample(model: &Model<'_>, request: &diffusion::Request) -> Result<Vec<Vec<f32>>> {
     let entry = model.entry_by_name("denoise").or_else(|_| model.entry_by_name("forward"))?;
     let n = model.tensor(model.entry_input(entry, 0)?)?.desc.shape.numel();
     let mut mem = host::Memory::for_model(model);
     let mut session = mote::Session::new(model, &mut mem.arena, &mut mem.state)?;
     let mut x = vec![0f32; n];
     diffusion::sample(&mut session, request, &mut x).map_err(|e| anyhow!("cannot sample: {e}"))?;
-    Ok(x)
+    let mut outputs = vec![x];
+    if let Ok(decode) = model.entry_by_name("decode") {
+        let k = model.tensor(model.entry_input(decode, 0)?)?.desc.shape.numel();
+        let z = outputs[0].get(..k).ok_or_else(|| anyhow!("'decode' takes {k} values; a sample has {n}"))?;
+        session.set_input_f32(decode, 0, z)?;
+        session.run(decode)?;
+        let out = session.output(decode, 0)?;
+        outputs.push((0..out.desc.shape.numel()).map(|i| out.get(i)).collect());
+    }
+    Ok(outputs)
 }
 
 /// `MOTE_STEPS`, `MOTE_CLASS`, `MOTE_GUIDANCE` for the firmware build (empty: not set).

@@ -139,7 +139,8 @@ pub struct Outcome {
     /// `forward` inputs used.
     pub inputs: Vec<Array>,
     /// Host runtime outputs of `forward` on the same inputs, then (flows) of `inverse` on seeded
-    /// standard-normal latents, then (diffusion models) the seeded sample.
+    /// standard-normal latents, then (diffusion models) the seeded sample and (latent diffusion)
+    /// its decoding.
     pub host_outputs: Vec<Vec<f32>>,
     /// Prompt token ids and the host's generated tokens (empty when the model has no decode_step).
     pub prompt: Vec<i32>,
@@ -188,6 +189,12 @@ impl Outcome {
     pub fn sample_instructions(&self) -> Option<f64> {
         let d = self.device.as_ref()?;
         Some(d.sample_ticks?.saturating_sub(d.overhead_ticks) as f64 * self.instructions_per_tick)
+    }
+
+    /// Instructions of decoding a latent diffusion sample.
+    pub fn decode_instructions(&self) -> Option<f64> {
+        let d = self.device.as_ref()?;
+        Some(d.decode_ticks?.saturating_sub(d.overhead_ticks) as f64 * self.instructions_per_tick)
     }
 
     /// Instructions of the `encode` run before generation (encoder–decoder models).
@@ -281,7 +288,7 @@ pub fn flash_with(req: &Request, say: &mut dyn FnMut(&str)) -> Result<Outcome> {
     host_outputs.extend(host_sample(&model, &bytes, req.seed)?);
     let sampling = diffusion::plan(&model, req)?;
     if let Some(r) = &sampling {
-        host_outputs.push(diffusion::host_sample(&model, r)?);
+        host_outputs.extend(diffusion::host_sample(&model, r)?);
     }
     let blob = input_blob(&model, forward, &inputs)?;
     let (prompt, max_new) = generation_plan(&model, req, &inputs)?;
@@ -391,7 +398,8 @@ fn say_results(model: &Model<'_>, o: &Outcome, say: &mut dyn FnMut(&str)) {
         let label = match k.checked_sub(n_forward) {
             None => format!("output {k}"),
             Some(j) if model.entry_by_name("inverse").is_ok() => format!("inverse output {j}"),
-            Some(_) => "diffusion sample".to_string(),
+            Some(0) => "diffusion sample".to_string(),
+            Some(_) => "decoded sample".to_string(),
         };
         say(&format!("{label} ({} values): [{}{}]", v.len(), head.join(", "), if v.len() > 8 { ", ..." } else { "" }));
     }
@@ -427,6 +435,9 @@ fn say_results(model: &Model<'_>, o: &Outcome, say: &mut dyn FnMut(&str)) {
     }
     if let Some(n) = o.sample_instructions() {
         say(&format!("instructions per diffusion sample (all steps): {n:.0}"));
+    }
+    if let Some(n) = o.decode_instructions() {
+        say(&format!("instructions to decode the sample (latent diffusion): {n:.0}"));
     }
     if !d.tokens.is_empty() {
         let ids: Vec<i32> = d.tokens.iter().map(|t| t.0).collect();

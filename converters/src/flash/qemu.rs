@@ -21,6 +21,8 @@ pub struct DeviceRun {
     pub inverse_ticks: Option<u64>,
     /// SysTick ticks of one diffusion sample (every step).
     pub sample_ticks: Option<u64>,
+    /// SysTick ticks of decoding that sample (latent diffusion).
+    pub decode_ticks: Option<u64>,
     /// SysTick ticks of `Model::parse` (validation, CRC) on the device.
     pub parse_ticks: Option<u64>,
     /// Ticks of an empty measurement (already small; subtract it from each figure).
@@ -148,6 +150,7 @@ pub fn parse(text: &str) -> Result<DeviceRun> {
             (Some("ticks"), Some("encode")) => r.encode_ticks = Some(num(w.next())?),
             (Some("ticks"), Some("inverse")) => r.inverse_ticks = Some(num(w.next())?),
             (Some("ticks"), Some("sample")) => r.sample_ticks = Some(num(w.next())?),
+            (Some("ticks"), Some("decode")) => r.decode_ticks = Some(num(w.next())?),
             (Some("prompt"), n) => r.prompt_len = num(n)? as usize,
             (Some("token"), Some(t)) => r.tokens.push((t.parse()?, num(w.next())?)),
             (Some("stack"), n) => r.stack_bytes = num(n)?,

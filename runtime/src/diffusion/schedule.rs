@@ -101,7 +101,7 @@ impl<'a> Schedule<'a> {
     /// each in (0, 1]); any step count from 1 to T is supported.
     pub fn from_le_bytes(alpha_bar: &'a [u8]) -> Result<Self> {
         let len = alpha_bar.len() / 4;
-        if alpha_bar.len() % 4 != 0 || len == 0 || len > MAX_TIMESTEPS {
+        if !alpha_bar.len().is_multiple_of(4) || len == 0 || len > MAX_TIMESTEPS {
             return Err(Error::BadParams);
         }
         let s = Schedule { alpha_bar, len, steps: StepCounts::UpTo(len as u16) };
