@@ -106,6 +106,8 @@ pub fn lower(g: &mut Graph, node: &NodeProto, name: &str, k: usize, inputs: &[Op
         "ConvTranspose" => super::conv::lower_conv(g, node, name, inputs, out, true),
         "BatchNormalization" => super::conv::lower_batch_norm(g, node, name, inputs, out),
         "Resize" | "Upsample" => super::conv::lower_resize(g, node, name, inputs, out),
+        "InstanceNormalization" => super::norm::lower_instance_norm(g, node, name, inputs, out),
+        "GroupNormalization" => super::norm::lower_group_norm(g, node, name, inputs, out),
         "Where" => push(g, IrOp::PatternOnly, vec![input(0)?, input(1)?, input(2)?]),
         "Expand" => push(g, IrOp::PatternOnly, vec![input(0)?]),
         // Only inside a top-1 MoE router (`passes::moe` fuses it or lowers it densely).

@@ -4,6 +4,7 @@
 mod attrs;
 mod conv;
 mod lower;
+mod norm;
 
 use crate::ir::{Const, Elem, Graph, TId, Tensor};
 use anyhow::{anyhow, bail, Context, Result};

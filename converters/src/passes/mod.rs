@@ -5,11 +5,13 @@ mod attention;
 mod bias;
 mod bn_fold;
 mod gelu;
+mod group_norm;
 mod layer_norm;
 mod leftovers;
 mod moe;
 mod relative;
 mod rms_norm;
+mod silu;
 mod xl_attention;
 
 use crate::ir::{Graph, IrOp};
@@ -19,11 +21,13 @@ pub use attention::fuse_attention;
 pub use bias::fold_bias;
 pub use bn_fold::fold_conv_affine;
 pub use gelu::fuse_gelu;
+pub use group_norm::fuse_group_norm;
 pub use layer_norm::fuse_layer_norm;
 pub use leftovers::lower_leftovers;
 pub use moe::fuse_moe;
 pub use relative::fuse_relative_attention;
 pub use rms_norm::fuse_rms_norm;
+pub use silu::fuse_silu;
 pub use xl_attention::fuse_xl_attention;
 
 /// Metadata key of the notes passes leave for the report (e.g. attention that runs unfused).
@@ -33,11 +37,15 @@ pub const NOTE_KEY: &str = "mote.note";
 pub fn run_all(g: &mut Graph) -> Result<()> {
     fold_conv_affine(g);
     g.remove_dead_nodes();
+    fuse_group_norm(g);
+    g.remove_dead_nodes();
     fuse_layer_norm(g);
     g.remove_dead_nodes();
     fuse_rms_norm(g);
     g.remove_dead_nodes();
     fuse_gelu(g);
+    g.remove_dead_nodes();
+    fuse_silu(g);
     g.remove_dead_nodes();
     fold_bias(g);
     g.remove_dead_nodes();

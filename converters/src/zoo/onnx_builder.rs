@@ -247,6 +247,14 @@ impl GraphBuilder {
     pub fn finish(self) -> Vec<u8> {
         self.into_model().encode_to_vec()
     }
+
+    /// Encodes the model under default-domain opset `version` instead of 17, for ops whose
+    /// meaning changed between opsets (e.g. `GroupNormalization`'s parameters at 18 and 21).
+    pub fn finish_with_opset(self, version: i64) -> Vec<u8> {
+        let mut model = self.into_model();
+        model.opset_import[0].version = version;
+        model.encode_to_vec()
+    }
 }
 
 fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> ValueInfoProto {

@@ -30,6 +30,7 @@ mod attention;
 mod conv;
 mod elementwise;
 mod gather;
+mod group_norm;
 mod layout;
 mod matmul;
 mod matmul_s8;
@@ -97,6 +98,7 @@ pub fn check(op: &Op, inputs: &[Desc], output: &Desc, state_bytes: usize) -> Res
         Op::Upsample { scale } => upsample::check(scale, inputs, output),
         Op::LayerNorm { has_beta, .. } => norm::check(2 + has_beta as usize, inputs, output),
         Op::RmsNorm { .. } => norm::check(2, inputs, output),
+        Op::GroupNorm { eps, groups } => group_norm::check(eps, groups, inputs, output),
         Op::Gather { axis } => gather::check(axis, inputs, output),
         Op::Reshape => layout::check_reshape(inputs, output),
         Op::Transpose { perm } => layout::check_transpose(&perm, inputs, output),
@@ -146,6 +148,7 @@ pub fn execute(op: &Op, inputs: &[Src<'_>], out: &mut Out<'_>, ctx: &mut Context
         Op::Upsample { scale } => upsample::run(scale, inputs, out),
         Op::LayerNorm { eps, has_beta } => norm::run_layer_norm(eps, has_beta, inputs, out),
         Op::RmsNorm { eps } => norm::run_rms_norm(eps, inputs, out),
+        Op::GroupNorm { eps, groups } => group_norm::run(eps, groups, inputs, out),
         Op::Gather { axis } => gather::run(axis, inputs, out),
         Op::Reshape => layout::run_reshape(inputs, out),
         Op::Transpose { perm } => layout::run_transpose(&perm, inputs, out),
@@ -185,7 +188,7 @@ pub fn macs(op: &Op, inputs: &[Desc], output: &Desc) -> u64 {
         Op::ReduceSum { .. } => inputs.first().map_or(0, |x| x.shape.numel() as u64),
         Op::Conv(c) => conv::macs(&c, inputs, output),
         Op::Upsample { .. } => 0,
-        Op::LayerNorm { .. } | Op::RmsNorm { .. } => numel,
+        Op::LayerNorm { .. } | Op::RmsNorm { .. } | Op::GroupNorm { .. } => numel,
         Op::Gather { .. } | Op::Reshape | Op::Transpose { .. } => 0,
         Op::Concat { .. } | Op::Slice { .. } | Op::Positions { .. } => 0,
         Op::LoadState { .. } | Op::StoreState { .. } => 0,

@@ -61,6 +61,15 @@ pub enum Op {
         /// Whether input 2 is a bias.
         has_beta: bool,
     },
+    /// GroupNorm over `x [N, C, *spatial]`: the channels split into `groups` equal groups, each
+    /// (sample, group) normalised over its channels and positions, then per-channel `gamma [C]`
+    /// and `beta [C]` (inputs 1 and 2). InstanceNorm is `groups = C`. Math is f32.
+    GroupNorm {
+        /// Variance epsilon (finite, not negative).
+        eps: f32,
+        /// Number of groups (non-zero, divides C).
+        groups: u16,
+    },
     /// RMSNorm over the last axis: inputs `x`, `gamma`.
     RmsNorm {
         /// Epsilon added to the mean square.
@@ -149,6 +158,7 @@ mod kind {
     pub const REDUCE_SUM: u16 = 18;
     pub const CONV: u16 = 19;
     pub const UPSAMPLE: u16 = 20;
+    pub const GROUP_NORM: u16 = 21;
 }
 
 /// Parameter words of one op, without allocation.
@@ -232,6 +242,7 @@ impl Op {
             Op::Conv(_) => "Conv",
             Op::Upsample { .. } => "Upsample",
             Op::LayerNorm { .. } => "LayerNorm",
+            Op::GroupNorm { .. } => "GroupNorm",
             Op::RmsNorm { .. } => "RmsNorm",
             Op::Gather { .. } => "Gather",
             Op::Reshape => "Reshape",
@@ -292,6 +303,11 @@ impl Op {
             Op::RmsNorm { eps } => {
                 p.push(eps.to_bits());
                 kind::RMS_NORM
+            }
+            Op::GroupNorm { eps, groups } => {
+                p.push(eps.to_bits());
+                p.push(groups as u32);
+                kind::GROUP_NORM
             }
             Op::Gather { axis } => {
                 p.push(axis as u32);
@@ -379,6 +395,14 @@ impl Op {
             }
             kind::LAYER_NORM => Op::LayerNorm { eps: finite(p, 0)?, has_beta: bool_word(p, 1)? },
             kind::RMS_NORM => Op::RmsNorm { eps: finite(p, 0)? },
+            kind::GROUP_NORM => {
+                let eps = finite(p, 0)?;
+                let groups = u16::try_from(word(p, 1)?).map_err(|_| Error::BadParams)?;
+                if eps < 0.0 || groups == 0 {
+                    return Err(Error::BadParams);
+                }
+                Op::GroupNorm { eps, groups }
+            }
             kind::GATHER => Op::Gather { axis: small(word(p, 0)?)? },
             kind::RESHAPE => Op::Reshape,
             kind::TRANSPOSE => {
@@ -484,6 +508,7 @@ mod tests {
             Op::Upsample { scale: [2, 3] },
             Op::LayerNorm { eps: 1e-5, has_beta: false },
             Op::RmsNorm { eps: 1e-6 },
+            Op::GroupNorm { eps: 1e-5, groups: 8 },
             Op::Gather { axis: 1 },
             Op::Reshape,
             Op::Transpose { perm: [0, 2, 1, 3, 4, 5] },
@@ -534,5 +559,10 @@ mod tests {
         assert_eq!(Op::decode(kind::MATMUL, &[1, 7]), Err(Error::BadParams));
         assert_eq!(Op::decode(kind::RMS_NORM, &[f32::NAN.to_bits()]), Err(Error::BadParams));
         assert_eq!(Op::decode(kind::SOFTMAX, &[9]), Err(Error::BadParams));
+        let eps = 1e-5f32.to_bits();
+        assert_eq!(Op::decode(kind::GROUP_NORM, &[eps, 0]), Err(Error::BadParams), "zero groups");
+        assert_eq!(Op::decode(kind::GROUP_NORM, &[eps, 1 << 16]), Err(Error::BadParams), "groups over u16");
+        assert_eq!(Op::decode(kind::GROUP_NORM, &[(-1f32).to_bits(), 4]), Err(Error::BadParams), "negative eps");
+        assert_eq!(Op::decode(kind::GROUP_NORM, &[eps]), Err(Error::BadParams), "missing groups");
     }
 }

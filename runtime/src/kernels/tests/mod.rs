@@ -9,6 +9,7 @@ mod conv;
 mod elementwise;
 mod fuzz;
 mod gather;
+mod group_norm;
 mod layout;
 mod matmul;
 mod matmul_s8;
