@@ -8,7 +8,7 @@
 use super::{arity, dtype_ok, real_in, real_out, shape_ok, view};
 use crate::error::{Error, Result};
 use crate::ops::Conv;
-use crate::tensor::{Desc, Out, Src};
+use crate::tensor::{DType, Desc, Out, Src, View};
 
 /// Output size along one axis, or `None` when the window does not fit.
 fn conv_len(input: u32, kernel: u32, stride: u8, dilation: u8, pad_sum: u32) -> Option<u32> {
@@ -58,7 +58,110 @@ fn dims4(d: &Desc) -> [u32; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
+/// Output pixels accumulated at once (an f32 tile on the stack).
+const TILE: usize = 256;
+
+/// The outputs along one axis that tap `k` reaches from the input, within `[lo, hi)`: `count`
+/// outputs from `first` every `step`, reading the input from `input` every `input_step`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    first: usize,
+    step: usize,
+    count: usize,
+    input: usize,
+    input_step: usize,
+}
+
+/// [`Span`] of tap `k` along `axis` (0: rows, 1: columns) for an input of `len` positions.
+/// `Conv` reads input `v·s − p + k·d` for output `v`; `ConvTranspose` (gather form) reads
+/// input `(v + p − k·d)/s` when that divides exactly.
+fn span(c: &Conv, axis: usize, k: usize, lo: usize, hi: usize, len: usize) -> Option<Span> {
+    let (s, d, p) = (c.stride[axis] as isize, c.dilation[axis] as isize, c.pads[axis] as isize);
+    let (lo, hi, len, k) = (lo as isize, hi as isize, len as isize, k as isize);
+    let (first, count, input, step, input_step) = if c.transposed {
+        let off = p - k * d;
+        let mut v = lo.max(-off);
+        let r = (v + off).rem_euclid(s);
+        if r != 0 {
+            v += s - r;
+        }
+        let u = (v + off) / s;
+        let count = (len - u).min((hi - v + s - 1).div_euclid(s));
+        (v, count, u, s, 1)
+    } else {
+        let off = k * d - p;
+        let v = lo.max((-off + s - 1).div_euclid(s));
+        let end = hi.min((len - 1 - off).div_euclid(s) + 1);
+        (v, end - v, v * s + off, 1, s)
+    };
+    (count > 0).then_some(Span {
+        first: first as usize,
+        step: step as usize,
+        count: count as usize,
+        input: input as usize,
+        input_step: input_step as usize,
+    })
+}
+
+/// `acc[a·acc_step] += x[start + a·step] · w` for `a < count`, with `x` read by a loop
+/// specialised to its dtype (the same values [`View::get`] returns).
+fn accumulate(x: &View<'_>, start: usize, step: usize, count: usize, w: f32, acc: &mut [f32], acc_step: usize) {
+    if step == 1 && acc_step == 1 {
+        return accumulate_contiguous(x, start, w, &mut acc[..count]);
+    }
+    let outs = acc.iter_mut().step_by(acc_step).take(count);
+    match x.desc.dtype {
+        DType::F32 => {
+            for (a, i) in outs.zip((start..).step_by(step)) {
+                let b = &x.bytes[4 * i..4 * i + 4];
+                *a += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * w;
+            }
+        }
+        DType::I8 => {
+            let (zero, scale) = (x.desc.quant.zero_point, x.desc.quant.scale);
+            for (a, i) in outs.zip((start..).step_by(step)) {
+                *a += (x.bytes[i] as i8 as i32 - zero) as f32 * scale * w;
+            }
+        }
+        _ => {
+            for (a, i) in outs.zip((start..).step_by(step)) {
+                *a += x.get(i) * w;
+            }
+        }
+    }
+}
+
+/// [`accumulate`] over consecutive inputs and outputs (stride-1 rows): slices, no index maths.
+fn accumulate_contiguous(x: &View<'_>, start: usize, w: f32, acc: &mut [f32]) {
+    let n = acc.len();
+    match x.desc.dtype {
+        DType::F32 => {
+            for (a, b) in acc.iter_mut().zip(x.bytes[4 * start..4 * (start + n)].chunks_exact(4)) {
+                *a += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * w;
+            }
+        }
+        DType::I8 => {
+            let (zero, scale) = (x.desc.quant.zero_point, x.desc.quant.scale);
+            for (a, &q) in acc.iter_mut().zip(&x.bytes[start..start + n]) {
+                *a += (q as i8 as i32 - zero) as f32 * scale * w;
+            }
+        }
+        _ => {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a += x.get(start + k) * w;
+            }
+        }
+    }
+}
+
 /// Runs the convolution described by `c`.
+///
+/// Every output is one f32 sum in a fixed order: the bias, then each tap it reaches (input
+/// channel, kernel row, kernel column) in order, as in the direct loop nest
+/// `for ci { for i { for j { acc += x·w } } }`. The loops run tap by tap over a tile of
+/// outputs, so each weight is decoded once per tile and the input is read along rows by a
+/// loop specialised to its dtype; each output's sum, and so every bit of the result, is that
+/// of the direct loops (`kernels::tests::conv` checks it).
 pub(crate) fn run(c: &Conv, inputs: &[Src<'_>], out: &mut Out<'_>) -> Result<()> {
     let x = view(inputs, 0)?;
     let w = view(inputs, 1)?;
@@ -68,67 +171,42 @@ pub(crate) fn run(c: &Conv, inputs: &[Src<'_>], out: &mut Out<'_>) -> Result<()>
     let [_, m, oh, ow] = dims4(&out.desc).map(|v| v as usize);
     let g = c.groups as usize;
     let (cg, mg) = (ch / g, m / g);
-    let (sy, sx) = (c.stride[0] as isize, c.stride[1] as isize);
-    let (dy, dx) = (c.dilation[0] as isize, c.dilation[1] as isize);
-    let (pt, pl) = (c.pads[0] as isize, c.pads[1] as isize);
-    let b = |o: usize| bias.map_or(0.0, |b| b.get(o));
-    if !c.transposed {
-        for ni in 0..n {
-            for o in 0..m {
-                let grp = o / mg;
-                for y in 0..oh {
-                    for xo in 0..ow {
-                        let mut acc = b(o);
-                        for ci in 0..cg {
-                            let cin = grp * cg + ci;
-                            for i in 0..kh {
-                                let iy = y as isize * sy - pt + i as isize * dy;
-                                if iy < 0 || iy >= h as isize {
-                                    continue;
-                                }
-                                for j in 0..kw {
-                                    let ix = xo as isize * sx - pl + j as isize * dx;
-                                    if ix < 0 || ix >= wd as isize {
-                                        continue;
-                                    }
-                                    let xv = x.get(((ni * ch + cin) * h + iy as usize) * wd + ix as usize);
-                                    acc += xv * w.get(((o * cg + ci) * kh + i) * kw + j);
-                                }
-                            }
-                        }
-                        out.set(((ni * m + o) * oh + y) * ow + xo, acc);
-                    }
-                }
-            }
-        }
-        return Ok(());
-    }
-    // Transposed: gather form of the scatter, so each output is one ordered sum.
+    let cols = ow.clamp(1, TILE);
+    let rows = (TILE / cols).max(1);
+    let mut tile = [0f32; TILE];
     for ni in 0..n {
         for o in 0..m {
-            let grp = o / mg;
-            let oc = o % mg;
-            for y in 0..oh {
-                for xo in 0..ow {
-                    let mut acc = b(o);
+            let (grp, oc) = (o / mg, o % mg);
+            for y0 in (0..oh).step_by(rows) {
+                let y1 = (y0 + rows).min(oh);
+                for x0 in (0..ow).step_by(cols) {
+                    let x1 = (x0 + cols).min(ow);
+                    let width = x1 - x0;
+                    let acc = &mut tile[..(y1 - y0) * width];
+                    acc.fill(bias.map_or(0.0, |b| b.get(o)));
                     for ci in 0..cg {
                         let cin = grp * cg + ci;
+                        let plane = (ni * ch + cin) * h * wd;
+                        let taps = if c.transposed { (cin * mg + oc) * kh } else { (o * cg + ci) * kh };
                         for i in 0..kh {
-                            let ty = y as isize + pt - i as isize * dy;
-                            if ty < 0 || ty % sy != 0 || ty / sy >= h as isize {
-                                continue;
-                            }
+                            let Some(rs) = span(c, 0, i, y0, y1, h) else { continue };
                             for j in 0..kw {
-                                let tx = xo as isize + pl - j as isize * dx;
-                                if tx < 0 || tx % sx != 0 || tx / sx >= wd as isize {
-                                    continue;
+                                let Some(cs) = span(c, 1, j, x0, x1, wd) else { continue };
+                                let wv = w.get((taps + i) * kw + j);
+                                for r in 0..rs.count {
+                                    let (y, iy) = (rs.first + r * rs.step, rs.input + r * rs.input_step);
+                                    let row = &mut acc[(y - y0) * width + cs.first - x0..(y - y0 + 1) * width];
+                                    let start = plane + iy * wd + cs.input;
+                                    accumulate(x, start, cs.input_step, cs.count, wv, row, cs.step);
                                 }
-                                let xv = x.get(((ni * ch + cin) * h + (ty / sy) as usize) * wd + (tx / sx) as usize);
-                                acc += xv * w.get(((cin * mg + oc) * kh + i) * kw + j);
                             }
                         }
                     }
-                    out.set(((ni * m + o) * oh + y) * ow + xo, acc);
+                    for y in y0..y1 {
+                        for (xo, &v) in (x0..x1).zip(&acc[(y - y0) * width..]) {
+                            out.set(((ni * m + o) * oh + y) * ow + xo, v);
+                        }
+                    }
                 }
             }
         }

@@ -173,3 +173,111 @@ fn nearest_upsampling_repeats_each_pixel_into_a_block() {
     let wrong = desc(DType::F32, &[1, 2, 6, 5]);
     assert!(run(&Op::Upsample { scale: [2, 3] }, &[&f32t(&[1, 2, 3, 2], &x)], wrong).is_err());
 }
+
+/// The direct loop nest in f32 (the kernel before tiling): per output, the bias, then
+/// `acc += x·w` over (input channel, kernel row, kernel column) in order.
+fn direct(case: &Case, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+    let (xd, wd, od, c) = (&case.x, &case.w, &case.out, &case.conv);
+    let (ch, h, wdt) = (xd[1] as isize, xd[2] as isize, xd[3] as isize);
+    let (kh, kw) = (wd[2] as isize, wd[3] as isize);
+    let g = c.groups as isize;
+    let (cg, mg) = (ch / g, od[1] as isize / g);
+    let (s, d, p) = (c.stride.map(|v| v as isize), c.dilation.map(|v| v as isize), c.pads.map(|v| v as isize));
+    let mut out = Vec::new();
+    for n in 0..od[0] as isize {
+        for o in 0..od[1] as isize {
+            let (grp, oc) = (o / mg, o % mg);
+            for y in 0..od[2] as isize {
+                for q in 0..od[3] as isize {
+                    let mut acc = bias[o as usize];
+                    for ci in 0..cg {
+                        let cin = grp * cg + ci;
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let (iy, ix) = if c.transposed {
+                                    let (ty, tx) = (y + p[0] - i * d[0], q + p[1] - j * d[1]);
+                                    if ty < 0 || tx < 0 || ty % s[0] != 0 || tx % s[1] != 0 {
+                                        continue;
+                                    }
+                                    (ty / s[0], tx / s[1])
+                                } else {
+                                    (y * s[0] - p[0] + i * d[0], q * s[1] - p[1] + j * d[1])
+                                };
+                                if iy < 0 || ix < 0 || iy >= h || ix >= wdt {
+                                    continue;
+                                }
+                                let tap = if c.transposed { (cin * mg + oc) * kh + i } else { (o * cg + ci) * kh + i };
+                                acc += x[(((n * ch + cin) * h + iy) * wdt + ix) as usize] * w[(tap * kw + j) as usize];
+                            }
+                        }
+                    }
+                    out.push(acc);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_tiled_kernel_is_bit_exact_with_the_direct_loops_for_every_input_dtype() {
+    let cases = [
+        Case {
+            conv: conv(false, [1, 1], [1, 1], [1, 1, 1, 1], 1),
+            x: [2, 3, 6, 5],
+            w: [4, 3, 3, 3],
+            out: [2, 4, 6, 5],
+        },
+        Case {
+            conv: conv(false, [2, 1], [1, 2], [0, 2, 1, 1], 2),
+            x: [1, 4, 7, 6],
+            w: [6, 2, 3, 2],
+            out: [1, 6, 3, 7],
+        },
+        // Wider than a tile (300 columns) and several tiles of rows (16 × 40 = 640 outputs).
+        Case {
+            conv: conv(false, [1, 1], [1, 1], [1, 1, 1, 1], 1),
+            x: [1, 2, 3, 300],
+            w: [2, 2, 3, 3],
+            out: [1, 2, 3, 300],
+        },
+        Case {
+            conv: conv(false, [1, 2], [1, 1], [1, 0, 1, 1], 1),
+            x: [1, 2, 16, 80],
+            w: [3, 2, 3, 3],
+            out: [1, 3, 16, 40],
+        },
+        Case { conv: conv(true, [2, 2], [1, 1], [1, 1, 1, 1], 1), x: [2, 3, 4, 4], w: [3, 5, 4, 4], out: [2, 5, 8, 8] },
+        Case { conv: conv(true, [2, 2], [1, 1], [1, 1, 1, 1], 2), x: [1, 4, 4, 3], w: [4, 3, 3, 3], out: [1, 6, 8, 6] },
+        Case { conv: conv(true, [1, 2], [2, 1], [0, 0, 0, 0], 1), x: [1, 2, 3, 3], w: [2, 2, 2, 3], out: [1, 2, 5, 7] },
+        Case {
+            conv: conv(true, [3, 2], [1, 1], [2, 1, 0, 0], 1),
+            x: [1, 2, 5, 140],
+            w: [2, 3, 4, 3],
+            out: [1, 3, 15, 280],
+        },
+    ];
+    let mut rng = Rng(29);
+    for (k, case) in cases.iter().enumerate() {
+        let n = |d: &[u32; 4]| d.iter().product::<u32>() as usize;
+        let x = rng.vec(n(&case.x), -2.0, 2.0);
+        let w = rng.vec(n(&case.w), -1.0, 1.0);
+        let bias = rng.vec(case.out[1] as usize, -0.5, 0.5);
+        let b = f32t(&[case.out[1]], &bias);
+        let inputs = [
+            ("f32 x, f32 w", f32t(&case.x, &x), f32t(&case.w, &w)),
+            ("int8 x, f16 w", quantized(&case.x, &x, 4.0 / 255.0, 3), f16t(&case.w, &w)),
+            ("f16 x, f32 w", f16t(&case.x, &x), f32t(&case.w, &w)),
+        ];
+        for (what, xt, wt) in &inputs {
+            let got = run(&Op::Conv(case.conv), &[xt, wt, &b], desc(DType::F32, &case.out))
+                .unwrap_or_else(|e| panic!("case {k}, {what}: {e:?}"));
+            let want = direct(case, &xt.values(), &wt.values(), &bias);
+            let got = got.values();
+            assert_eq!(got.len(), want.len());
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "case {k}, {what}, output {i}: {a} vs {b}");
+            }
+        }
+    }
+}
