@@ -34,6 +34,7 @@ macro_rules! family_row {
 
 pub mod autoregressive;
 pub mod coupling;
+pub mod ddpm2d;
 pub mod encdec;
 pub mod gan;
 pub mod mlm;
@@ -45,6 +46,7 @@ pub mod xl;
 
 pub use autoregressive::{ar_flow_options, evaluate_ar_flow, ArFlowFigures};
 pub use coupling::{evaluate_flow, flow_options, FlowFigures};
+pub use ddpm2d::{ddpm2d_options, evaluate_ddpm2d, evaluate_ddpm2d_student, Ddpm2dDir, DiffusionFigures};
 pub use encdec::{encdec_options, evaluate_encdec, EncdecFigures};
 pub use gan::{evaluate_gan, gan_options, GanFigures};
 pub use mlm::{evaluate_mlm, mlm_options, MlmFigures};

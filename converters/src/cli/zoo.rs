@@ -6,6 +6,7 @@
 
 mod autoregressive;
 mod coupling;
+mod ddpm2d;
 mod encdec;
 mod gan;
 mod gpt;
@@ -32,8 +33,20 @@ pub enum ZooCommand {
     /// Re-convert a family's committed ONNX model and rewrite its int8 file and card
     /// (after a converter change; no retraining).
     Refresh {
-        /// Family to refresh (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, vae, gan).
+        /// Family to refresh (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, vae, gan, ddpm2d).
         family: String,
+        /// Family folder (default: models/<family>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Distil a family's trained model into few-step students (families that support it:
+    /// ddpm2d), then convert, measure and rewrite its card.
+    Distill {
+        /// Family to distil.
+        family: String,
+        /// Step count of the last student (every round halves the steps).
+        #[arg(long, default_value_t = 1)]
+        to: usize,
         /// Family folder (default: models/<family>).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -49,7 +62,7 @@ pub enum ZooCommand {
 /// Arguments of `mote zoo train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Family to train (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, vae, gan).
+    /// Family to train (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, vae, gan, ddpm2d).
     pub family: String,
     /// Output folder (default: models/<family>).
     #[arg(long)]
@@ -82,10 +95,16 @@ pub trait ZooFamily: Sync {
     fn refresh(&self, dir: &Path) -> Result<()>;
     /// Converts and runs the committed artefacts: the family's row of the report.
     fn evaluate(&self, dir: &Path) -> Result<FamilyFigures>;
+    /// Distils the trained model in `dir` into students of fewer sampling steps, down to `to`
+    /// (only families with an iterative sampler implement it).
+    fn distill(&self, dir: &Path, to: usize) -> Result<()> {
+        let _ = (dir, to);
+        bail!("family '{}' has no distillation (available: ddpm2d)", self.name())
+    }
 }
 
 /// The families `mote zoo` knows, in report order.
-pub const FAMILIES: [&dyn ZooFamily; 15] = [
+pub const FAMILIES: [&dyn ZooFamily; 16] = [
     &gpt::Gpt,
     &mlm::Mlm(MlmFamily::Bert),
     &mlm::Mlm(MlmFamily::Albert),
@@ -101,6 +120,7 @@ pub const FAMILIES: [&dyn ZooFamily; 15] = [
     &vae::Vae,
     &planar::Planar,
     &gan::Gan,
+    &ddpm2d::Ddpm2d,
 ];
 
 /// Runs a `mote zoo` subcommand.
@@ -115,6 +135,10 @@ pub fn run(c: ZooCommand) -> Result<()> {
         ZooCommand::Refresh { family: name, dir } => {
             let fam = family(&name)?;
             fam.refresh(&dir.unwrap_or_else(|| PathBuf::from("models").join(fam.name())))
+        }
+        ZooCommand::Distill { family: name, to, dir } => {
+            let fam = family(&name)?;
+            fam.distill(&dir.unwrap_or_else(|| PathBuf::from("models").join(fam.name())), to)
         }
         ZooCommand::Report { models } => report(&models),
     }
@@ -201,7 +225,8 @@ fn report(models: &Path) -> Result<()> {
          f32 and the int8 file (gpt, switch: next-char loss, lower is better; bert/albert: accuracy on masked \
          positions, higher is better; transformer-xl: next-char loss with memory carried across 32-char \
          segments; t5, encdec: greedy answers that match exactly, higher is better; flows: test NLL in \
-         nats/dim, lower is better; vae: -ELBO nats/image; gan: energy distance of samples, lower is better)."
+         nats/dim, lower is better; vae: -ELBO nats/image; gan: energy distance of samples, lower is better; \
+         ddpm2d: energy distance of the 4-step student's samples, lower is better, MACs per 4-step sample)."
     );
     Ok(())
 }

@@ -17,6 +17,7 @@ mod card_md;
 mod char_lm;
 pub mod corpus;
 pub mod coupling;
+pub mod diffusion;
 pub mod encdec;
 pub mod encoder;
 pub mod gan;

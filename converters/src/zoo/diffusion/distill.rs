@@ -1,0 +1,308 @@
+//! Progressive distillation (Salimans & Ho, 2022): each round halves the step count. A student
+//! initialised from its teacher (the previous round's student; first the trained teacher at
+//! [`DistillOptions::from_steps`]) learns to match two deterministic DDIM steps of the teacher
+//! with one of its own.
+//!
+//! For a student step t → t'' (consecutive timesteps of the N-step grid; t' is the midpoint on
+//! the 2N-step grid, which contains the N-step grid) and `z_t = α_t·x₀ + σ_t·ε`, the teacher
+//! takes the two DDIM steps `z_t → z_t' → z_t''` (with [`super::sampler`]'s v-prediction step).
+//! One student DDIM step from `z_t` with prediction x̃ lands on
+//! `α_t''·x̃ + σ_t''·(z_t − α_t·x̃)/σ_t`; setting that equal to `z_t''` gives the target
+//!
+//! `x̃ = (z_t'' − (σ_t''/σ_t)·z_t) / (α_t'' − (σ_t''/σ_t)·α_t)`
+//!
+//! (for the last step, t'' = −1: x̃ = z_t''). The student is a v-predictor like its teacher, so
+//! it regresses `ṽ = (α_t·z_t − x̃)/σ_t` (squared error in v weights the x̃ error by 1 + SNR,
+//! one of the paper's well-behaved weightings). Label dropout continues in distillation, so
+//! each student keeps both the conditional and the unconditional model and guidance still
+//! works on it at sampling time.
+//!
+//! ```no_run
+//! use mote_converters::zoo::diffusion::{distill, DistillOptions};
+//! let r = distill(std::path::Path::new("models/ddpm2d"), &DistillOptions { to: 4, ..DistillOptions::default() })?;
+//! println!("{} rounds", r.rounds.len());
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::sampler::{initial_noise, Condition, Schedule};
+use super::train::{
+    candle_predict, candle_samples, noised_batch, write_model, TeacherReport, GOLDEN_GUIDANCE, GOLDEN_SEED, SAMPLE_SEED,
+};
+use super::Denoiser;
+use crate::array::Array;
+use crate::zoo::rng::SplitMix64;
+use crate::zoo::toy2d::energy_distance;
+use crate::zoo::trainer::{schedule_of, Trainer};
+
+/// The students written to the family folder (`student<N>.onnx`) when a run reaches them.
+pub const EXPORTED: [usize; 3] = [4, 2, 1];
+
+/// Settings of a distillation run. [`DistillOptions::default`] is the zoo budget.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DistillOptions {
+    /// Step count of the first teacher (the trained model sampled with DDIM); a power of two.
+    pub from_steps: usize,
+    /// Step count of the last student (a power of two ≤ `from_steps / 2`).
+    pub to: usize,
+    /// Optimiser steps per round (`steps`, for the shared trainer).
+    pub steps: usize,
+    /// Points per optimiser step.
+    pub batch_size: usize,
+    /// Peak learning rate of each round.
+    pub lr: f64,
+    /// Warm-up steps of each round.
+    pub warmup: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Probability of distilling a point with the null class.
+    pub label_dropout: f64,
+    /// Seed of the batches and noise.
+    pub seed: u64,
+    /// No progress bar.
+    pub quiet: bool,
+}
+
+impl Default for DistillOptions {
+    fn default() -> Self {
+        Self {
+            from_steps: 128,
+            to: 1,
+            steps: 1500,
+            batch_size: 512,
+            lr: 5e-4,
+            warmup: 50,
+            weight_decay: 0.0,
+            label_dropout: 0.15,
+            seed: 7,
+            quiet: false,
+        }
+    }
+}
+
+/// One round: the student's step count, its training and its candle sample quality.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Round {
+    /// Student steps (half the teacher's).
+    pub steps: usize,
+    /// Wall time.
+    pub train_seconds: f64,
+    /// Smoothed distillation loss at the start and at the end.
+    pub loss_first_last: (f64, f64),
+    /// Energy distance to the test set of the student's candle samples at its step count
+    /// (unconditional, the evaluation's seeds).
+    pub energy_candle: f64,
+    /// The same for the teacher at the student's step count (undistilled).
+    pub energy_teacher_candle: f64,
+    /// tract vs candle on the golden denoiser inputs, max-abs (exported students only).
+    pub onnx_vs_candle_max_abs: Option<f32>,
+}
+
+/// What a distillation run did (`distill_report.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DistillReport {
+    /// Settings.
+    pub options: DistillOptions,
+    /// Every round, first to last.
+    pub rounds: Vec<Round>,
+}
+
+impl DistillReport {
+    /// Reads `distill_report.json` from the family folder.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let p = dir.join("distill_report.json");
+        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The round that produced the `steps`-step student.
+    pub fn round(&self, steps: usize) -> Option<&Round> {
+        self.rounds.iter().find(|r| r.steps == steps)
+    }
+}
+
+/// Per-row (α, σ) of timesteps `ts` as `[n, 1]` tensors.
+fn coefficients(s: &Schedule, ts: &[isize]) -> Result<(Tensor, Tensor)> {
+    let n = ts.len();
+    let (a, sg): (Vec<f32>, Vec<f32>) = ts.iter().map(|&t| s.alpha_sigma(t)).map(|(a, b)| (a as f32, b as f32)).unzip();
+    Ok((Tensor::from_vec(a, (n, 1), &Device::Cpu)?, Tensor::from_vec(sg, (n, 1), &Device::Cpu)?))
+}
+
+/// One DDIM step of every row from `t` (coefficients `a`, `s`) to `prev` (`ap`, `sp`) given the
+/// v-prediction `v` (the same arithmetic as [`super::sampler::ddim_step`], on tensors).
+fn ddim_rows(z: &Tensor, v: &Tensor, (a, s): (&Tensor, &Tensor), (ap, sp): (&Tensor, &Tensor)) -> Result<Tensor> {
+    let x0 = (z.broadcast_mul(a)? - v.broadcast_mul(s)?)?;
+    let eps = (z.broadcast_mul(s)? + v.broadcast_mul(a)?)?;
+    Ok((x0.broadcast_mul(ap)? + eps.broadcast_mul(sp)?)?)
+}
+
+fn ids(ts: &[isize]) -> Result<Tensor> {
+    Ok(Tensor::from_vec(ts.iter().map(|&t| t.max(0) as u32).collect::<Vec<_>>(), ts.len(), &Device::Cpu)?)
+}
+
+/// Distils the teacher of `dir` (`teacher.onnx`, configured by `train_report.json`) from
+/// [`DistillOptions::from_steps`] down to [`DistillOptions::to`] steps, writing the students of
+/// [`EXPORTED`] it reaches (ONNX, golden, calibration) and `distill_report.json`.
+pub fn distill(dir: &Path, o: &DistillOptions) -> Result<DistillReport> {
+    let tr = TeacherReport::read(dir)?;
+    let cfg = tr.options.config;
+    if !o.from_steps.is_power_of_two() || !o.to.is_power_of_two() || o.to >= o.from_steps {
+        bail!("distillation goes from a power of two of steps to a smaller one (from {} to {})", o.from_steps, o.to);
+    }
+    if o.from_steps > cfg.timesteps {
+        bail!("the teacher has {} timesteps, fewer than {} steps", cfg.timesteps, o.from_steps);
+    }
+    let s = Schedule::cosine(cfg.timesteps);
+    let mut teacher = Denoiser::load_onnx(cfg, &dir.join("teacher.onnx"))?;
+    let train = tr.options.train_set();
+    let test = tr.options.test_set();
+    let mut rng = SplitMix64::new(o.seed ^ 0xd157);
+    let mut rounds = Vec::new();
+    let mut n = o.from_steps / 2;
+    while n >= o.to {
+        let student = teacher.duplicate()?;
+        let (student_steps, teacher_grid) = (s.steps(n), s.grid(2 * n));
+        let mut t = Trainer::new(student.params(), &format!("distill {} → {n}", 2 * n), schedule_of!(o))?;
+        for step in 0..o.steps {
+            let lr = t.set_lr(step);
+            let mut rows = Vec::with_capacity(o.batch_size);
+            let b = noised_batch(&mut rng, &train, &s, cfg.null_class(), o.label_dropout, o.batch_size, &mut |r| {
+                let i = r.below(n);
+                rows.push(i);
+                student_steps[i].0
+            })?;
+            let ts: Vec<isize> = rows.iter().map(|&i| student_steps[i].0).collect();
+            let mids: Vec<isize> = rows.iter().map(|&i| teacher_grid[2 * i + 1]).collect();
+            let ends: Vec<isize> = rows.iter().map(|&i| student_steps[i].1).collect();
+            let (c0, c1, c2) = (coefficients(&s, &ts)?, coefficients(&s, &mids)?, coefficients(&s, &ends)?);
+            let v1 = teacher.forward(&b.x_t, &b.t, &b.class)?.detach();
+            let z1 = ddim_rows(&b.x_t, &v1, (&c0.0, &c0.1), (&c1.0, &c1.1))?;
+            let v2 = teacher.forward(&z1, &ids(&mids)?, &b.class)?.detach();
+            let z2 = ddim_rows(&z1, &v2, (&c1.0, &c1.1), (&c2.0, &c2.1))?;
+            // x̃ = (z'' − (σ''/σ)·z) / (α'' − (σ''/σ)·α); ṽ = (α·z − x̃)/σ.
+            let ratio = c2.1.div(&c0.1)?;
+            let num = (z2 - b.x_t.broadcast_mul(&ratio)?)?;
+            let den = (&c2.0 - ratio.mul(&c0.0)?)?;
+            let x_target = num.broadcast_div(&den)?;
+            let v_target = (b.x_t.broadcast_mul(&c0.0)? - x_target)?.broadcast_div(&c0.1)?.detach();
+            let loss = (student.forward(&b.x_t, &b.t, &b.class)? - v_target)?.sqr()?.mean_all()?;
+            t.apply(&loss)?;
+            t.record(step, loss.to_scalar::<f32>()? as f64, lr, "");
+        }
+        let (train_seconds, _, curve) = t.finish("");
+        let first_last = (curve.first().map_or(f64::NAN, |c| c.1), curve.last().map_or(f64::NAN, |c| c.1));
+        let quality = |m: &Denoiser| -> Result<f64> {
+            let smp = candle_samples(m, &s, n, Condition::Unconditional, test.len(), cfg.max_batch, SAMPLE_SEED)?;
+            Ok(energy_distance(&smp, &test))
+        };
+        let onnx_vs_candle_max_abs = if EXPORTED.contains(&n) {
+            let worst = write_model(dir, &format!("student{n}"), &student, &s, Some(&[n]), o.seed)?;
+            write_golden_samples(dir, &format!("student{n}"), &student, &s, n)?;
+            Some(worst)
+        } else {
+            None
+        };
+        rounds.push(Round {
+            steps: n,
+            train_seconds,
+            loss_first_last: first_last,
+            energy_candle: quality(&student)?,
+            energy_teacher_candle: quality(&teacher)?,
+            onnx_vs_candle_max_abs,
+        });
+        teacher = student;
+        if n == 1 {
+            break;
+        }
+        n /= 2;
+    }
+    let report = DistillReport { options: o.clone(), rounds };
+    std::fs::write(dir.join("distill_report.json"), serde_json::to_string_pretty(&report)?)?;
+    Ok(report)
+}
+
+/// Candle's `steps`-step DDIM samples of one batch from the runtime's noise for
+/// [`GOLDEN_SEED`]: unconditional (`golden/<name>.sample.npy`) and guided with
+/// [`GOLDEN_GUIDANCE`] (`golden/<name>.guided.npy`), both `[n, 2]`.
+pub fn write_golden_samples(dir: &Path, name: &str, m: &Denoiser, s: &Schedule, steps: usize) -> Result<()> {
+    let n = m.config().max_batch;
+    let (class, scale) = GOLDEN_GUIDANCE;
+    for (cond, file) in [(Condition::Unconditional, "sample"), (Condition::Guided { class, scale }, "guided")] {
+        let mut x = initial_noise(2 * n, GOLDEN_SEED);
+        super::sampler::ddim_sample(
+            &mut |x, t, c| candle_predict(m, x, t, c),
+            s,
+            steps,
+            &mut x,
+            cond,
+            m.config().null_class(),
+        )?;
+        Array::f32(vec![n, 2], x).write_npy(&dir.join(format!("golden/{name}.{file}.npy")))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zoo::diffusion::{train_teacher, DenoiserConfig, TrainOptions};
+
+    #[test]
+    fn a_short_distillation_beats_the_teacher_at_few_steps() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("mote_zoo_ddpm2d_distill_{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let o = TrainOptions {
+            config: DenoiserConfig { hidden: 32, blocks: 1, timesteps: 32, max_batch: 16, ..DenoiserConfig::default() },
+            steps: 600,
+            batch_size: 256,
+            warmup: 20,
+            lr: 3e-3,
+            train_points: 2048,
+            test_points: 512,
+            quiet: true,
+            ..TrainOptions::default()
+        };
+        let r = train_teacher(&dir, &o)?;
+        std::fs::write(dir.join("train_report.json"), serde_json::to_string(&r)?)?;
+        let d = distill(
+            &dir,
+            &DistillOptions {
+                from_steps: 8,
+                to: 2,
+                steps: 300,
+                batch_size: 256,
+                quiet: true,
+                ..DistillOptions::default()
+            },
+        )?;
+        assert_eq!(d.rounds.iter().map(|r| r.steps).collect::<Vec<_>>(), [4, 2]);
+        for r in &d.rounds {
+            assert!(r.loss_first_last.1 < r.loss_first_last.0, "round {}: {:?}", r.steps, r.loss_first_last);
+            assert!(
+                r.energy_candle < 0.7 * r.energy_teacher_candle,
+                "round {}: {} vs {}",
+                r.steps,
+                r.energy_candle,
+                r.energy_teacher_candle
+            );
+        }
+        for f in [
+            "student4.onnx",
+            "student2.onnx",
+            "golden/student4.sample.npy",
+            "calib/student2/s0.t.npy",
+            "distill_report.json",
+        ] {
+            assert!(dir.join(f).exists(), "{f} missing");
+        }
+        assert!(!dir.join("student1.onnx").exists());
+        assert!(distill(&dir, &DistillOptions { from_steps: 8, to: 3, ..DistillOptions::default() }).is_err());
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}
