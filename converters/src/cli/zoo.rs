@@ -9,6 +9,7 @@ mod coupling;
 mod ddpm2d;
 mod encdec;
 mod gan;
+mod glow;
 mod gpt;
 mod mlm;
 mod planar;
@@ -33,7 +34,7 @@ pub enum ZooCommand {
     /// Re-convert a family's committed ONNX model and rewrite its int8 file and card
     /// (after a converter change; no retraining).
     Refresh {
-        /// Family to refresh (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, vae, gan, ddpm2d).
+        /// Family to refresh (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, glow, vae, gan, ddpm2d).
         family: String,
         /// Family folder (default: models/<family>).
         #[arg(long)]
@@ -62,7 +63,7 @@ pub enum ZooCommand {
 /// Arguments of `mote zoo train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Family to train (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, vae, gan, ddpm2d).
+    /// Family to train (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, glow, vae, gan, ddpm2d).
     pub family: String,
     /// Output folder (default: models/<family>).
     #[arg(long)]
@@ -104,7 +105,7 @@ pub trait ZooFamily: Sync {
 }
 
 /// The families `mote zoo` knows, in report order.
-pub const FAMILIES: [&dyn ZooFamily; 16] = [
+pub const FAMILIES: [&dyn ZooFamily; 17] = [
     &gpt::Gpt,
     &mlm::Mlm(MlmFamily::Bert),
     &mlm::Mlm(MlmFamily::Albert),
@@ -119,6 +120,7 @@ pub const FAMILIES: [&dyn ZooFamily; 16] = [
     &autoregressive::Autoregressive(autoregressive::ArFamily::Pwn),
     &vae::Vae,
     &planar::Planar,
+    &glow::Glow,
     &gan::Gan,
     &ddpm2d::Ddpm2d,
 ];

@@ -367,7 +367,9 @@ fn lower_patch_conv(g: &mut Graph, node: &NodeProto, name: &str, inputs: &[Optio
         && (auto_pad == "NOTSET" || auto_pad == "VALID")
         && ws[1] == c
         && hh % p == 0
-        && ww % q == 0;
+        && ww % q == 0
+        // A model may keep its 1×1 convolutions as `Conv` ops (`pointwise`: flows need f32 there).
+        && !(p == 1 && q == 1 && super::pointwise::pointwise_as_conv(&g.metadata));
     if !patches {
         // Any other 2-D convolution runs as the runtime's Conv op.
         return general(g);

@@ -5,6 +5,7 @@ mod attrs;
 mod conv;
 mod lower;
 mod norm;
+pub mod pointwise;
 
 use crate::ir::{Const, Elem, Graph, TId, Tensor};
 use anyhow::{anyhow, bail, Context, Result};

@@ -21,6 +21,7 @@ pub mod diffusion;
 pub mod encdec;
 pub mod encoder;
 pub mod gan;
+pub mod glow;
 pub mod gpt;
 pub mod layers;
 pub mod lm_eval;

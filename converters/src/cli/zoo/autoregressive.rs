@@ -87,7 +87,7 @@ fn publish(dir: &Path, name: &str, r: &FlowReport) -> Result<()> {
 
 /// Instructions on the Cortex-M4 recorded in `m4.json` (copied from `mote flash --board
 /// mps2-an386 <dir>/model.int8.mote`): `(forward, inverse)` per batch of `batch_rows`.
-fn m4_record(dir: &Path) -> Result<Option<(f64, f64, f64)>> {
+pub(super) fn m4_record(dir: &Path) -> Result<Option<(f64, f64, f64)>> {
     let p = dir.join("m4.json");
     if !p.exists() {
         return Ok(None);
