@@ -52,14 +52,8 @@ use serde::{Deserialize, Serialize};
 use super::layers::{export_tensor, Embedding, Linear, Params, ZooLayer};
 use super::onnx_builder::{DataType, Dim, GraphBuilder};
 
-/// Metadata key of the prediction type (`epsilon`, `v` or `sample`).
-pub const PREDICTION_KEY: &str = "mote.diffusion.prediction";
-/// Metadata key of the step counts a distilled file supports.
-pub const STEPS_KEY: &str = "mote.diffusion.steps";
-/// Metadata key of the unconditional class id.
-pub const NULL_CLASS_KEY: &str = "mote.diffusion.null_class";
-/// Metadata key of the schedule (ᾱ_t for t = 0..T−1).
-pub const SCHEDULE_KEY: &str = "mote.diffusion.alpha_bar";
+/// The metadata keys the runtime's sampler reads (one definition, in `mote::diffusion`).
+pub use mote::diffusion::{NULL_CLASS_KEY, PREDICTION_KEY, SCHEDULE_KEY, STEPS_KEY};
 
 /// Architecture hyper-parameters.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
