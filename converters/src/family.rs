@@ -34,10 +34,12 @@ macro_rules! family_row {
 
 pub mod autoregressive;
 pub mod coupling;
+pub mod ddpm;
 pub mod ddpm2d;
 pub mod encdec;
 pub mod gan;
 pub mod glow;
+pub mod ldm;
 pub mod mlm;
 pub mod planar;
 pub mod switch;

@@ -6,11 +6,13 @@
 
 mod autoregressive;
 mod coupling;
+mod ddpm;
 mod ddpm2d;
 mod encdec;
 mod gan;
 mod glow;
 mod gpt;
+mod ldm;
 mod mlm;
 mod planar;
 mod switch;
@@ -34,14 +36,14 @@ pub enum ZooCommand {
     /// Re-convert a family's committed ONNX model and rewrite its int8 file and card
     /// (after a converter change; no retraining).
     Refresh {
-        /// Family to refresh (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, glow, vae, gan, ddpm2d).
+        /// Family to refresh (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, glow, vae, gan, ddpm2d, ddpm, ldm).
         family: String,
         /// Family folder (default: models/<family>).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// Distil a family's trained model into few-step students (families that support it:
-    /// ddpm2d), then convert, measure and rewrite its card.
+    /// ddpm2d, ldm), then convert, measure and rewrite its card.
     Distill {
         /// Family to distil.
         family: String,
@@ -63,7 +65,7 @@ pub enum ZooCommand {
 /// Arguments of `mote zoo train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Family to train (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, glow, vae, gan, ddpm2d).
+    /// Family to train (available: gpt, bert, albert, switch, t5, transformer-xl, encdec, nice, realnvp, maf, iaf, pwn, planar, glow, vae, gan, ddpm2d, ddpm, ldm).
     pub family: String,
     /// Output folder (default: models/<family>).
     #[arg(long)]
@@ -100,12 +102,12 @@ pub trait ZooFamily: Sync {
     /// (only families with an iterative sampler implement it).
     fn distill(&self, dir: &Path, to: usize) -> Result<()> {
         let _ = (dir, to);
-        bail!("family '{}' has no distillation (available: ddpm2d)", self.name())
+        bail!("family '{}' has no distillation (available: ddpm2d, ldm)", self.name())
     }
 }
 
 /// The families `mote zoo` knows, in report order.
-pub const FAMILIES: [&dyn ZooFamily; 17] = [
+pub const FAMILIES: [&dyn ZooFamily; 19] = [
     &gpt::Gpt,
     &mlm::Mlm(MlmFamily::Bert),
     &mlm::Mlm(MlmFamily::Albert),
@@ -123,6 +125,8 @@ pub const FAMILIES: [&dyn ZooFamily; 17] = [
     &glow::Glow,
     &gan::Gan,
     &ddpm2d::Ddpm2d,
+    &ddpm::Ddpm,
+    &ldm::Ldm,
 ];
 
 /// Runs a `mote zoo` subcommand.
@@ -228,7 +232,9 @@ fn report(models: &Path) -> Result<()> {
          positions, higher is better; transformer-xl: next-char loss with memory carried across 32-char \
          segments; t5, encdec: greedy answers that match exactly, higher is better; flows: test NLL in \
          nats/dim, lower is better; vae: -ELBO nats/image; gan: energy distance of samples, lower is better; \
-         ddpm2d: energy distance of the 4-step student's samples, lower is better, MACs per 4-step sample)."
+         ddpm2d: energy distance of the 4-step student's samples, lower is better, MACs per 4-step sample; \
+         ldm: energy distance in local features of the 4-step student's decoded samples, lower is better, MACs per \
+         decoded sample)."
     );
     Ok(())
 }

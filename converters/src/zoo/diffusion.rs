@@ -1,6 +1,8 @@
-//! `ddpm2d`: a class-conditional diffusion model on 2-D data (two moons, one class per moon),
-//! trained with v-prediction, distilled progressively down to one step (Salimans & Ho, 2022),
-//! and sampled with classifier-free guidance (Ho & Salimans, 2021).
+//! Class-conditional diffusion on vectors of D values, trained with v-prediction, distilled
+//! progressively down to one step (Salimans & Ho, 2022), and sampled with classifier-free
+//! guidance (Ho & Salimans, 2021): `ddpm2d` on 2-D data (two moons, one class per moon) and
+//! `ldm` on the glyph VAE's 16-D latents ([`crate::zoo::ldm`]). The data come in through
+//! [`DiffusionData`].
 //!
 //! The denoiser is a small residual MLP, `v̂ = f(x_t, t, c)`:
 //!
@@ -8,15 +10,15 @@
 //!   initializer, not trained), then `Linear F → H`; the class `c ∈ 0..=C` (`C` = the null
 //!   class of the unconditional path) gathers a learned `[C + 1, H]` embedding; their sum
 //!   through SiLU is the conditioning vector `e`;
-//! - `h = Linear 2 → H (x_t)`, then `blocks` residual blocks
-//!   `h ← h + W₂·SiLU(W₁·SiLU(h) + P_k·e)`, and `v̂ = Linear H → 2 (SiLU(h))`.
+//! - `h = Linear D → H (x_t)`, then `blocks` residual blocks
+//!   `h ← h + W₂·SiLU(W₁·SiLU(h) + P_k·e)`, and `v̂ = Linear H → D (SiLU(h))`.
 //!
 //! The schedule is the cosine one of Nichol & Dhariwal over `T` discrete timesteps, with
 //! ᾱ_{T−1} ≈ 0 ([`Schedule::cosine`]). With α = √ᾱ_t and σ = √(1−ᾱ_t) the model predicts
 //! `v = α·ε − σ·x₀`, so `x̂₀ = α·x_t − σ·v̂` and `ε̂ = σ·x_t + α·v̂` stay well conditioned at
 //! every t (ε-prediction divides by α ≈ 0 at the first step, which breaks few-step samplers).
 //!
-//! The exported graph (`x [n, 2]` f32, `t [n]` int64, `class [n]` int64 → `v [n, 2]`) carries
+//! The exported graph (`x [n, D]` f32, `t [n]` int64, `class [n]` int64 → `v [n, D]`) carries
 //! the schedule and the prediction type in its metadata (`mote.diffusion.*`), which is all the
 //! runtime's sampler needs.
 //!
@@ -32,14 +34,16 @@
 //! ```
 
 pub mod card;
+pub mod data;
 pub mod distill;
 pub mod metrics;
 pub mod sampler;
 pub mod train;
 
-pub use distill::{distill, DistillOptions, DistillReport};
+pub use data::{DiffusionData, Labelled, Moons};
+pub use distill::{distill, distill_on, DistillOptions, DistillReport};
 pub use sampler::{ddim_step, guided, Condition, Schedule};
-pub use train::{train_teacher, TeacherReport, TrainOptions};
+pub use train::{train_teacher, train_teacher_on, TeacherReport, TrainOptions};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -52,7 +56,9 @@ use serde::{Deserialize, Serialize};
 use super::layers::{export_tensor, Embedding, Linear, Params, ZooLayer};
 use super::onnx_builder::{DataType, Dim, GraphBuilder};
 
-/// The metadata keys the runtime's sampler reads (one definition, in `mote::diffusion`).
+/// The metadata keys of the runtime's sampler (prediction type, supported step counts, the
+/// unconditional class id, the schedule ᾱ_t for t = 0..T−1): the converter writes exactly what
+/// `mote::diffusion` reads.
 pub use mote::diffusion::{NULL_CLASS_KEY, PREDICTION_KEY, SCHEDULE_KEY, STEPS_KEY};
 
 /// Architecture hyper-parameters.
@@ -70,12 +76,21 @@ pub struct DenoiserConfig {
     pub classes: usize,
     /// Batch bound `n` of the exported graph (the converter's `--dim n=…`).
     pub max_batch: usize,
+    /// Data dimension D: values per row of `x` (2 for points in the plane; absent from
+    /// reports written before it existed, which are all 2-D).
+    #[serde(default = "two")]
+    pub dim: usize,
+}
+
+fn two() -> usize {
+    2
 }
 
 impl Default for DenoiserConfig {
-    /// The zoo model: T = 128, H = 64, 2 blocks, 32 time features, 2 classes, batches of 64.
+    /// The `ddpm2d` model: T = 128, H = 64, 2 blocks, 32 time features, 2 classes, batches of
+    /// 64 points of dimension 2.
     fn default() -> Self {
-        Self { timesteps: 128, hidden: 64, blocks: 2, time_features: 32, classes: 2, max_batch: 64 }
+        Self { timesteps: 128, hidden: 64, blocks: 2, time_features: 32, classes: 2, max_batch: 64, dim: 2 }
     }
 }
 
@@ -158,7 +173,7 @@ impl Denoiser {
     /// A freshly initialised denoiser (weights drawn from `seed`; each block's output projection
     /// and the output layer start small, so the untrained net is close to `v̂ = 0`).
     pub fn new(cfg: DenoiserConfig, seed: u64) -> Result<Self> {
-        ensure!(cfg.timesteps > 0 && cfg.hidden > 0 && cfg.classes > 0, "empty denoiser configuration");
+        ensure!(cfg.timesteps > 0 && cfg.hidden > 0 && cfg.classes > 0 && cfg.dim > 0, "empty denoiser configuration");
         let mut p = Params::new(seed);
         let h = cfg.hidden;
         let he = |fan_in: usize| (2.0 / fan_in as f64).sqrt();
@@ -169,7 +184,7 @@ impl Denoiser {
         )?;
         let time_in = Linear::new(&mut p, "time.fc", cfg.time_features, h, he(cfg.time_features))?;
         let class_emb = Embedding::new(&mut p, "class.emb", cfg.classes + 1, h, 1.0)?;
-        let x_in = Linear::new(&mut p, "x_in", 2, h, 1.0)?;
+        let x_in = Linear::new(&mut p, "x_in", cfg.dim, h, 1.0)?;
         let mut blocks = Vec::new();
         for k in 0..cfg.blocks {
             blocks.push(Block {
@@ -178,7 +193,7 @@ impl Denoiser {
                 fc2: Linear::new(&mut p, &format!("b{k}.fc2"), h, h, 0.1 * he(h))?,
             });
         }
-        let out = Linear::new(&mut p, "out", h, 2, 0.01)?;
+        let out = Linear::new(&mut p, "out", h, cfg.dim, 0.01)?;
         Ok(Self { cfg, params: p, time_table, time_in, class_emb, x_in, blocks, out })
     }
 
@@ -192,7 +207,7 @@ impl Denoiser {
         &self.params
     }
 
-    /// `v̂ [n, 2]` for `x [n, 2]` f32, timestep ids `t [n]` and class ids `class [n]` (u32).
+    /// `v̂ [n, D]` for `x [n, D]` f32, timestep ids `t [n]` and class ids `class [n]` (u32).
     pub fn forward(&self, x: &Tensor, t: &Tensor, class: &Tensor) -> candle_core::Result<Tensor> {
         let feat = self.time_table.index_select(t, 0)?;
         let e = (self.time_in.forward(&feat)? + self.class_emb.forward(class)?)?.silu()?;
@@ -203,10 +218,16 @@ impl Denoiser {
         self.out.forward(&h.silu()?)
     }
 
-    /// ONNX of the denoiser: inputs `x [n, 2]` f32, `t [n]` int64, `class [n]` int64, output
-    /// `v [n, 2]`; metadata: the schedule, `prediction = v`, the null class, the batch bound and,
-    /// for a distilled student, the step counts it supports (`steps`).
+    /// ONNX of the `ddpm2d` denoiser ([`Denoiser::export_family`] with family `ddpm2d`).
     pub fn export(&self, schedule: &Schedule, steps: Option<&[usize]>) -> Result<Vec<u8>> {
+        self.export_family("ddpm2d", schedule, steps)
+    }
+
+    /// ONNX of the denoiser, graph `<family>_denoise`: inputs `x [n, D]` f32, `t [n]` int64,
+    /// `class [n]` int64, output `v [n, D]`; metadata: `mote.family`, the schedule,
+    /// `prediction = v`, the null class, the batch bound and, for a distilled student, the step
+    /// counts it supports (`steps`).
+    pub fn export_family(&self, family: &str, schedule: &Schedule, steps: Option<&[usize]>) -> Result<Vec<u8>> {
         ensure!(
             schedule.len() == self.cfg.timesteps,
             "schedule of {} steps for a T = {} model",
@@ -214,8 +235,9 @@ impl Denoiser {
             self.cfg.timesteps
         );
         let n = || Dim::Param("n".into());
-        let mut g = GraphBuilder::new("ddpm2d_denoise");
-        g.input("x", DataType::Float, &[n(), Dim::Fixed(2)]);
+        let d = || Dim::Fixed(self.cfg.dim as i64);
+        let mut g = GraphBuilder::new(&format!("{family}_denoise"));
+        g.input("x", DataType::Float, &[n(), d()]);
         g.input("t", DataType::Int64, &[n()]);
         g.input("class", DataType::Int64, &[n()]);
         let table = export_tensor(&mut g, "time.features", &self.time_table)?;
@@ -234,8 +256,8 @@ impl Denoiser {
         }
         let h = Silu.export(&mut g, &h)?;
         let v = self.out.export_as(&mut g, &h, Some("v"))?;
-        g.output(&v, DataType::Float, &[n(), Dim::Fixed(2)]);
-        g.metadata("mote.family", "ddpm2d");
+        g.output(&v, DataType::Float, &[n(), d()]);
+        g.metadata("mote.family", family);
         g.metadata("mote.max_batch", &self.cfg.max_batch.to_string());
         g.metadata(SCHEDULE_KEY, &schedule.metadata());
         g.metadata(PREDICTION_KEY, "v");
@@ -299,7 +321,7 @@ mod tests {
 
     fn inputs(n: usize, cfg: &DenoiserConfig) -> (Vec<f32>, Vec<u32>, Vec<u32>) {
         let mut r = SplitMix64::new(3);
-        let x = r.normal_vec(2 * n, 1.0);
+        let x = r.normal_vec(cfg.dim * n, 1.0);
         let t = (0..n).map(|_| r.below(cfg.timesteps) as u32).collect();
         let c = (0..n).map(|_| r.below(cfg.classes + 1) as u32).collect();
         (x, t, c)
@@ -307,7 +329,7 @@ mod tests {
 
     fn run(m: &Denoiser, x: &[f32], t: &[u32], c: &[u32]) -> Result<Vec<f32>> {
         let (n, dev) = (t.len(), Device::Cpu);
-        let xt = Tensor::from_vec(x.to_vec(), (n, 2), &dev)?;
+        let xt = Tensor::from_vec(x.to_vec(), (n, m.config().dim), &dev)?;
         let v = m.forward(&xt, &Tensor::new(t, &dev)?, &Tensor::new(c, &dev)?)?;
         Ok(v.flatten_all()?.to_vec1()?)
     }
@@ -315,23 +337,40 @@ mod tests {
     #[test]
     fn export_matches_candle_and_reloads() -> Result<()> {
         use crate::array::Array;
-        let cfg = DenoiserConfig { hidden: 16, blocks: 2, ..DenoiserConfig::default() };
-        let mut m = Denoiser::new(cfg, 1)?;
-        m.params.randomize(0.3)?;
-        let n = 7;
-        let (x, t, c) = inputs(n, &cfg);
-        let want = run(&m, &x, &t, &c)?;
         let dir = std::env::temp_dir().join(format!("mote-ddpm2d-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let path = dir.join("m.onnx");
-        std::fs::write(&path, m.export(&Schedule::cosine(cfg.timesteps), Some(&[4]))?)?;
-        let ids = |v: &[u32]| Array::i64(vec![n], v.iter().map(|&v| v as i64).collect());
-        let got = crate::verify::tract_reference(&path, &[Array::f32(vec![n, 2], x.clone()), ids(&t), ids(&c)])?;
-        let got = got[0].to_f32();
-        assert!(want.iter().zip(&got).all(|(a, b)| (a - b).abs() < 1e-5), "{want:?} vs {got:?}");
-        let back = Denoiser::load_onnx(cfg, &path)?.duplicate()?;
-        assert_eq!(want, run(&back, &x, &t, &c)?);
+        for dim in [2, 5] {
+            let cfg = DenoiserConfig { hidden: 16, blocks: 2, dim, ..DenoiserConfig::default() };
+            let mut m = Denoiser::new(cfg, 1)?;
+            m.params.randomize(0.3)?;
+            let n = 7;
+            let (x, t, c) = inputs(n, &cfg);
+            let want = run(&m, &x, &t, &c)?;
+            let path = dir.join(format!("m{dim}.onnx"));
+            std::fs::write(&path, m.export_family("test", &Schedule::cosine(cfg.timesteps), Some(&[4]))?)?;
+            let ids = |v: &[u32]| Array::i64(vec![n], v.iter().map(|&v| v as i64).collect());
+            let inputs = [Array::f32(vec![n, dim], x.clone()), ids(&t), ids(&c)];
+            let got = crate::verify::tract_reference(&path, &inputs)?;
+            let got = got[0].to_f32();
+            assert_eq!(got.len(), n * dim);
+            assert!(want.iter().zip(&got).all(|(a, b)| (a - b).abs() < 1e-5), "{want:?} vs {got:?}");
+            let back = Denoiser::load_onnx(cfg, &path)?.duplicate()?;
+            assert_eq!(want, run(&back, &x, &t, &c)?);
+            // A file of another data dimension does not load.
+            let other = DenoiserConfig { dim: dim + 1, ..cfg };
+            assert!(Denoiser::load_onnx(other, &path).is_err());
+        }
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn configs_without_a_dimension_are_two_dimensional() -> Result<()> {
+        let mut json = serde_json::to_value(DenoiserConfig { dim: 7, ..DenoiserConfig::default() })?;
+        assert_eq!(json["dim"], 7);
+        json.as_object_mut().map(|o| o.remove("dim"));
+        let back: DenoiserConfig = serde_json::from_value(json)?;
+        assert_eq!(back, DenoiserConfig::default());
         Ok(())
     }
 

@@ -24,6 +24,7 @@ pub mod gan;
 pub mod glow;
 pub mod gpt;
 pub mod layers;
+pub mod ldm;
 pub mod lm_eval;
 pub mod onnx_builder;
 pub mod planar;
@@ -33,6 +34,7 @@ pub mod t5;
 pub mod toy2d;
 pub mod tract_run;
 mod trainer;
+pub mod unet;
 pub mod vae;
 pub mod xl;
 

@@ -30,14 +30,14 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::data::{DiffusionData, Moons};
 use super::sampler::{initial_noise, Condition, Schedule};
 use super::train::{
     candle_predict, candle_samples, noised_batch, write_model, TeacherReport, GOLDEN_GUIDANCE, GOLDEN_SEED, SAMPLE_SEED,
 };
-use super::Denoiser;
+use super::{Denoiser, DenoiserConfig};
 use crate::array::Array;
 use crate::zoo::rng::SplitMix64;
-use crate::zoo::toy2d::energy_distance;
 use crate::zoo::trainer::{schedule_of, Trainer};
 
 /// The students written to the family folder (`student<N>.onnx`) when a run reaches them.
@@ -94,8 +94,9 @@ pub struct Round {
     pub train_seconds: f64,
     /// Smoothed distillation loss at the start and at the end.
     pub loss_first_last: (f64, f64),
-    /// Energy distance to the test set of the student's candle samples at its step count
-    /// (unconditional, the evaluation's seeds).
+    /// The data's sample-quality measure ([`DiffusionData::quality`]; `ddpm2d`: energy distance
+    /// to the test set) of the student's candle samples at its step count (unconditional, the
+    /// evaluation's seeds).
     pub energy_candle: f64,
     /// The same for the teacher at the student's step count (undistilled).
     pub energy_teacher_candle: f64,
@@ -145,12 +146,25 @@ fn ids(ts: &[isize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(ts.iter().map(|&t| t.max(0) as u32).collect::<Vec<_>>(), ts.len(), &Device::Cpu)?)
 }
 
-/// Distils the teacher of `dir` (`teacher.onnx`, configured by `train_report.json`) from
-/// [`DistillOptions::from_steps`] down to [`DistillOptions::to`] steps, writing the students of
-/// [`EXPORTED`] it reaches (ONNX, golden, calibration) and `distill_report.json`.
+/// Distils the `ddpm2d` teacher of `dir` (`teacher.onnx`, configured by `train_report.json`,
+/// on its two moons) with [`distill_on`].
 pub fn distill(dir: &Path, o: &DistillOptions) -> Result<DistillReport> {
     let tr = TeacherReport::read(dir)?;
-    let cfg = tr.options.config;
+    distill_on(dir, o, tr.options.config, &Moons::new(&tr.options))
+}
+
+/// Distils the teacher of `dir` (`teacher.onnx` of architecture `cfg`, trained on `data`) from
+/// [`DistillOptions::from_steps`] down to [`DistillOptions::to`] steps, writing the students of
+/// [`EXPORTED`] it reaches (ONNX, golden, calibration) and `distill_report.json`.
+pub fn distill_on(
+    dir: &Path,
+    o: &DistillOptions,
+    cfg: DenoiserConfig,
+    data: &dyn DiffusionData,
+) -> Result<DistillReport> {
+    if data.dim() != cfg.dim {
+        bail!("{}-dimensional data for a denoiser of dimension {}", data.dim(), cfg.dim);
+    }
     if !o.from_steps.is_power_of_two() || !o.to.is_power_of_two() || o.to >= o.from_steps {
         bail!("distillation goes from a power of two of steps to a smaller one (from {} to {})", o.from_steps, o.to);
     }
@@ -159,8 +173,7 @@ pub fn distill(dir: &Path, o: &DistillOptions) -> Result<DistillReport> {
     }
     let s = Schedule::cosine(cfg.timesteps);
     let mut teacher = Denoiser::load_onnx(cfg, &dir.join("teacher.onnx"))?;
-    let train = tr.options.train_set();
-    let test = tr.options.test_set();
+    let train = data.train_set();
     let mut rng = SplitMix64::new(o.seed ^ 0xd157);
     let mut rounds = Vec::new();
     let mut n = o.from_steps / 2;
@@ -171,7 +184,7 @@ pub fn distill(dir: &Path, o: &DistillOptions) -> Result<DistillReport> {
         for step in 0..o.steps {
             let lr = t.set_lr(step);
             let mut rows = Vec::with_capacity(o.batch_size);
-            let b = noised_batch(&mut rng, &train, &s, cfg.null_class(), o.label_dropout, o.batch_size, &mut |r| {
+            let b = noised_batch(&mut rng, train, &s, cfg.null_class(), o.label_dropout, o.batch_size, &mut |r| {
                 let i = r.below(n);
                 rows.push(i);
                 student_steps[i].0
@@ -197,11 +210,12 @@ pub fn distill(dir: &Path, o: &DistillOptions) -> Result<DistillReport> {
         let (train_seconds, _, curve) = t.finish("");
         let first_last = (curve.first().map_or(f64::NAN, |c| c.1), curve.last().map_or(f64::NAN, |c| c.1));
         let quality = |m: &Denoiser| -> Result<f64> {
-            let smp = candle_samples(m, &s, n, Condition::Unconditional, test.len(), cfg.max_batch, SAMPLE_SEED)?;
-            Ok(energy_distance(&smp, &test))
+            let count = data.quality_samples();
+            let smp = candle_samples(m, &s, n, Condition::Unconditional, count, cfg.max_batch, SAMPLE_SEED)?;
+            data.quality(&smp)
         };
         let onnx_vs_candle_max_abs = if EXPORTED.contains(&n) {
-            let worst = write_model(dir, &format!("student{n}"), &student, &s, Some(&[n]), o.seed)?;
+            let worst = write_model(dir, &format!("student{n}"), &student, &s, Some(&[n]), o.seed, data)?;
             write_golden_samples(dir, &format!("student{n}"), &student, &s, n)?;
             Some(worst)
         } else {
@@ -228,12 +242,12 @@ pub fn distill(dir: &Path, o: &DistillOptions) -> Result<DistillReport> {
 
 /// Candle's `steps`-step DDIM samples of one batch from the runtime's noise for
 /// [`GOLDEN_SEED`]: unconditional (`golden/<name>.sample.npy`) and guided with
-/// [`GOLDEN_GUIDANCE`] (`golden/<name>.guided.npy`), both `[n, 2]`.
+/// [`GOLDEN_GUIDANCE`] (`golden/<name>.guided.npy`), both `[n, D]`.
 pub fn write_golden_samples(dir: &Path, name: &str, m: &Denoiser, s: &Schedule, steps: usize) -> Result<()> {
-    let n = m.config().max_batch;
+    let (n, d) = (m.config().max_batch, m.config().dim);
     let (class, scale) = GOLDEN_GUIDANCE;
     for (cond, file) in [(Condition::Unconditional, "sample"), (Condition::Guided { class, scale }, "guided")] {
-        let mut x = initial_noise(2 * n, GOLDEN_SEED);
+        let mut x = initial_noise(d * n, GOLDEN_SEED);
         super::sampler::ddim_sample(
             &mut |x, t, c| candle_predict(m, x, t, c),
             s,
@@ -242,7 +256,7 @@ pub fn write_golden_samples(dir: &Path, name: &str, m: &Denoiser, s: &Schedule, 
             cond,
             m.config().null_class(),
         )?;
-        Array::f32(vec![n, 2], x).write_npy(&dir.join(format!("golden/{name}.{file}.npy")))?;
+        Array::f32(vec![n, d], x).write_npy(&dir.join(format!("golden/{name}.{file}.npy")))?;
     }
     Ok(())
 }

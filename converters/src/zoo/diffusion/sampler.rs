@@ -129,7 +129,7 @@ pub fn guided(uncond: &[f32], cond: &[f32], scale: f32) -> Vec<f32> {
     uncond.iter().zip(cond).map(|(&u, &c)| u + scale * (c - u)).collect()
 }
 
-/// A denoiser as the sampler sees it: raw output for rows `x` (flattened `[n, 2]`) at timestep
+/// A denoiser as the sampler sees it: raw output for rows `x` (flattened `[n, D]`) at timestep
 /// `t`, every row of class `class`.
 pub type Predict<'a> = dyn FnMut(&[f32], isize, usize) -> Result<Vec<f32>> + 'a;
 

@@ -1,4 +1,5 @@
-//! Training the `ddpm2d` teacher on labelled two moons and writing a model's artefacts.
+//! Training a diffusion teacher on labelled data ([`DiffusionData`]: `ddpm2d`'s two moons,
+//! `ldm`'s glyph latents) and writing a model's artefacts.
 //!
 //! Each step draws data `x₀` with its class (replaced by the null class with probability
 //! [`TrainOptions::label_dropout`], so one network learns the conditional and the
@@ -15,17 +16,18 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::data::{DiffusionData, Labelled, Moons};
 use super::metrics::labelled_moons;
 use super::sampler::{ddim_sample, initial_noise, Condition, Schedule};
 use super::{Denoiser, DenoiserConfig};
 use crate::array::Array;
 use crate::zoo::coupling::train::{FLOOR_SEED, TEST_SEED, TRAIN_SEED};
 use crate::zoo::rng::SplitMix64;
-use crate::zoo::toy2d::{energy_distance, flatten, two_moons, unflatten, Point};
+use crate::zoo::toy2d::{two_moons, Point};
 use crate::zoo::trainer::{schedule_of, Trainer};
 
 /// First sampler seed of the evaluation: batch k of samples uses seed `SAMPLE_SEED + k`.
@@ -54,11 +56,15 @@ pub struct TrainOptions {
     pub label_dropout: f64,
     /// Seed of the initialisation, batches and noise.
     pub seed: u64,
-    /// Two-moons noise (standard deviation before standardisation).
+    /// Decay of an exponential moving average of the weights, exported instead of the last
+    /// weights (0: none, the last weights are exported; absent from older reports).
+    #[serde(default)]
+    pub ema: f64,
+    /// Two-moons noise (standard deviation before standardisation; other data ignore it).
     pub noise: f32,
-    /// Training points (a fixed set).
+    /// Training rows (a fixed set).
     pub train_points: usize,
-    /// Held-out test points (the energy-distance reference).
+    /// Held-out test rows (the sample-quality reference).
     pub test_points: usize,
     /// No progress bar.
     pub quiet: bool,
@@ -75,6 +81,7 @@ impl Default for TrainOptions {
             weight_decay: 1e-4,
             label_dropout: 0.15,
             seed: 42,
+            ema: 0.0,
             noise: 0.1,
             train_points: 16384,
             test_points: 2048,
@@ -114,9 +121,10 @@ pub struct TeacherReport {
     pub final_train_loss: f64,
     /// `(step, smoothed loss)` every 5% of training.
     pub loss_curve: Vec<(usize, f64)>,
-    /// Energy distance to the test set of candle's unconditional DDIM samples, `(steps, value)`.
+    /// The data's sample-quality measure ([`DiffusionData::quality`]: for `ddpm2d` the energy
+    /// distance to the test set) of candle's unconditional DDIM samples, `(steps, value)`.
     pub energy_candle: Vec<(usize, f64)>,
-    /// Energy distance of a fresh data draw to the test set (the floor).
+    /// The measure for a fresh data draw (the floor).
     pub energy_floor: f64,
     /// tract vs candle on the golden denoiser inputs, max-abs.
     pub onnx_vs_candle_max_abs: f32,
@@ -131,18 +139,19 @@ impl TeacherReport {
     }
 }
 
-/// Candle's raw output for rows `x` (flattened `[n, 2]`) at timestep `t`, all rows of `class`.
+/// Candle's raw output for rows `x` (flattened `[n, D]`) at timestep `t`, all rows of `class`.
 pub fn candle_predict(m: &Denoiser, x: &[f32], t: isize, class: usize) -> Result<Vec<f32>> {
-    let n = x.len() / 2;
+    let d = m.config().dim;
+    let n = x.len() / d;
     let dev = Device::Cpu;
-    let xt = Tensor::from_vec(x.to_vec(), (n, 2), &dev)?;
+    let xt = Tensor::from_vec(x.to_vec(), (n, d), &dev)?;
     let tt = Tensor::from_vec(vec![t.max(0) as u32; n], n, &dev)?;
     let ct = Tensor::from_vec(vec![class as u32; n], n, &dev)?;
     Ok(m.forward(&xt, &tt, &ct)?.flatten_all()?.to_vec1()?)
 }
 
-/// `count` candle DDIM samples in batches of `rows` (batch k starts from the runtime's noise for
-/// seed `seed + k`), as the runtime evaluation draws them.
+/// `count` candle DDIM samples (flattened rows of D values) in batches of `rows` (batch k starts
+/// from the runtime's noise for seed `seed + k`), as the runtime evaluation draws them.
 pub fn candle_samples(
     m: &Denoiser,
     s: &Schedule,
@@ -151,11 +160,13 @@ pub fn candle_samples(
     count: usize,
     rows: usize,
     seed: u64,
-) -> Result<Vec<Point>> {
+) -> Result<Vec<f32>> {
+    let d = m.config().dim;
     let batches = count.div_ceil(rows.max(1)) as u64;
-    let mut x: Vec<f32> = (0..batches).flat_map(|k| initial_noise(2 * rows, seed + k)).collect();
+    let mut x: Vec<f32> = (0..batches).flat_map(|k| initial_noise(d * rows, seed + k)).collect();
     ddim_sample(&mut |x, t, c| candle_predict(m, x, t, c), s, steps, &mut x, cond, m.config().null_class())?;
-    Ok(unflatten(&x).into_iter().take(count).collect())
+    x.truncate(count * d);
+    Ok(x)
 }
 
 /// One noised training batch: `(x_t, t, class, α, σ, x₀, ε)` as tensors (`α`, `σ` as `[n, 1]`).
@@ -169,11 +180,11 @@ pub(crate) struct NoisedBatch {
     pub eps: Tensor,
 }
 
-/// Draws a batch of `n` training points with label dropout `drop`, at timesteps drawn by
+/// Draws a batch of `n` training rows with label dropout `drop`, at timesteps drawn by
 /// `pick_t`, noised with fresh ε.
 pub(crate) fn noised_batch(
     rng: &mut SplitMix64,
-    train: &(Vec<Point>, Vec<usize>),
+    train: &Labelled,
     s: &Schedule,
     null: usize,
     drop: f64,
@@ -182,18 +193,19 @@ pub(crate) fn noised_batch(
 ) -> Result<NoisedBatch> {
     let dev = Device::Cpu;
     let (mut x0, mut ts, mut cs, mut al, mut sg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let d = train.dim;
     for _ in 0..n {
-        let i = rng.below(train.0.len());
-        x0.extend_from_slice(&train.0[i]);
-        cs.push(if rng.chance(drop) { null } else { train.1[i] } as u32);
+        let i = rng.below(train.len());
+        x0.extend_from_slice(train.row(i));
+        cs.push(if rng.chance(drop) { null } else { train.labels[i] } as u32);
         let t = pick_t(rng);
         ts.push(t.max(0) as u32);
         let (a, sgm) = s.alpha_sigma(t);
         al.push(a as f32);
         sg.push(sgm as f32);
     }
-    let eps = Tensor::from_vec(rng.normal_vec(2 * n, 1.0), (n, 2), &dev)?;
-    let x0 = Tensor::from_vec(x0, (n, 2), &dev)?;
+    let eps = Tensor::from_vec(rng.normal_vec(d * n, 1.0), (n, d), &dev)?;
+    let x0 = Tensor::from_vec(x0, (n, d), &dev)?;
     let alpha = Tensor::from_vec(al, (n, 1), &dev)?;
     let sigma = Tensor::from_vec(sg, (n, 1), &dev)?;
     let x_t = (x0.broadcast_mul(&alpha)? + eps.broadcast_mul(&sigma)?)?;
@@ -208,39 +220,55 @@ pub(crate) fn noised_batch(
     })
 }
 
-/// Trains the teacher and writes `teacher.onnx`, the data, its golden and calibration files.
+/// Trains the `ddpm2d` teacher on two moons ([`Moons`]) and writes `teacher.onnx`, the data,
+/// its golden and calibration files.
 pub fn train_teacher(out: &Path, o: &TrainOptions) -> Result<TeacherReport> {
+    train_teacher_on(out, o, &Moons::new(o))
+}
+
+/// Trains a teacher of `o.config` on `data` and writes `teacher.onnx`, the data
+/// ([`DiffusionData::write_data`]), its golden and calibration files.
+pub fn train_teacher_on(out: &Path, o: &TrainOptions, data: &dyn DiffusionData) -> Result<TeacherReport> {
     let cfg = o.config;
+    ensure!(data.dim() == cfg.dim, "{}-dimensional data for a denoiser of dimension {}", data.dim(), cfg.dim);
     let model = Denoiser::new(cfg, o.seed)?;
     let s = Schedule::cosine(cfg.timesteps);
-    let train = o.train_set();
-    let test = o.test_set();
-    let mut tr = Trainer::new(model.params(), "ddpm2d teacher", schedule_of!(o))?;
+    let train = data.train_set();
+    let mut tr = Trainer::new(model.params(), &format!("{} teacher", data.family()), schedule_of!(o))?;
+    let average = if o.ema > 0.0 { Some(model.duplicate()?) } else { None };
     let mut rng = SplitMix64::new(o.seed ^ 0xd1ff);
     let t_max = cfg.timesteps;
     for step in 0..o.steps {
         let lr = tr.set_lr(step);
-        let b = noised_batch(&mut rng, &train, &s, cfg.null_class(), o.label_dropout, o.batch_size, &mut |r| {
+        let b = noised_batch(&mut rng, train, &s, cfg.null_class(), o.label_dropout, o.batch_size, &mut |r| {
             r.below(t_max) as isize
         })?;
         let v = (b.eps.broadcast_mul(&b.alpha)? - b.x0.broadcast_mul(&b.sigma)?)?;
         let loss = (model.forward(&b.x_t, &b.t, &b.class)? - v)?.sqr()?.mean_all()?;
         tr.apply(&loss)?;
+        if let Some(avg) = &average {
+            // Warm-up of the average (as in TensorFlow's ExponentialMovingAverage).
+            let decay = o.ema.min((1 + step) as f64 / (10 + step) as f64);
+            for (a, p) in avg.params().all().iter().zip(model.params().all()) {
+                a.var.set(&((a.var.as_tensor() * decay)? + (p.var.as_tensor() * (1.0 - decay))?)?)?;
+            }
+        }
         tr.record(step, loss.to_scalar::<f32>()? as f64, lr, "");
     }
     let (train_seconds, final_train_loss, loss_curve) = tr.finish("");
+    let model = average.unwrap_or(model);
 
-    for d in ["golden", "calib", "data"] {
+    for d in ["golden", "calib"] {
         let _ = std::fs::remove_dir_all(out.join(d));
         std::fs::create_dir_all(out.join(d)).with_context(|| format!("creating {}", out.join(d).display()))?;
     }
-    Array::f32(vec![test.len(), 2], flatten(&test)).write_npy(&out.join("data/test.npy"))?;
-    let onnx_vs_candle_max_abs = write_model(out, "teacher", &model, &s, None, o.seed)?;
+    data.write_data(out)?;
+    let onnx_vs_candle_max_abs = write_model(out, "teacher", &model, &s, None, o.seed, data)?;
     let mut energy_candle = Vec::new();
     for steps in [cfg.timesteps, 4] {
-        let smp =
-            candle_samples(&model, &s, steps, Condition::Unconditional, o.test_points, cfg.max_batch, SAMPLE_SEED)?;
-        energy_candle.push((steps, energy_distance(&smp, &test)));
+        let count = data.quality_samples();
+        let smp = candle_samples(&model, &s, steps, Condition::Unconditional, count, cfg.max_batch, SAMPLE_SEED)?;
+        energy_candle.push((steps, data.quality(&smp)?));
     }
     Ok(TeacherReport {
         options: o.clone(),
@@ -249,16 +277,16 @@ pub fn train_teacher(out: &Path, o: &TrainOptions) -> Result<TeacherReport> {
         final_train_loss,
         loss_curve,
         energy_candle,
-        energy_floor: energy_distance(&o.floor_set(), &test),
+        energy_floor: data.floor()?,
         onnx_vs_candle_max_abs,
     })
 }
 
 /// Writes `<name>.onnx` (with `steps` as its supported step counts, if any), golden denoiser
 /// inputs and candle's outputs (`golden/<name>.{x,t,class,v}.npy`, one batch at the timesteps
-/// of its grid) and 8 calibration batches (`calib/<name>/`: data noised at the timesteps the
-/// file is sampled at, every class and the null class); returns tract vs candle max-abs on the
-/// golden batch.
+/// of its grid) and 8 calibration batches (`calib/<name>/`: the data's calibration rows noised
+/// at the timesteps the file is sampled at, every class and the null class); returns tract vs
+/// candle max-abs on the golden batch.
 pub(crate) fn write_model(
     out: &Path,
     name: &str,
@@ -266,21 +294,23 @@ pub(crate) fn write_model(
     s: &Schedule,
     steps: Option<&[usize]>,
     seed: u64,
+    data: &dyn DiffusionData,
 ) -> Result<f32> {
     let cfg = m.config();
+    let d = cfg.dim;
     let onnx = out.join(format!("{name}.onnx"));
-    std::fs::write(&onnx, m.export(s, steps)?)?;
+    std::fs::write(&onnx, m.export_family(data.family(), s, steps)?)?;
     let grid: Vec<isize> = match steps {
         Some(list) => list.iter().flat_map(|&n| s.grid(n)).collect(),
         None => (0..s.len() as isize).collect(),
     };
-    let train = labelled_moons(4096, 0.1, TRAIN_SEED ^ 0xca1);
+    let train = data.calibration_set();
     let mut rng = SplitMix64::new(seed ^ 0xca11b);
     let n = cfg.max_batch;
     // Every class and the null class, in turn.
     let classes: Vec<u32> = (0..n).map(|i| (i % (cfg.classes + 1)) as u32).collect();
     let batch = |rng: &mut SplitMix64| -> Result<NoisedBatch> {
-        let mut b = noised_batch(rng, &train, s, cfg.null_class(), 0.0, n, &mut |r| grid[r.below(grid.len())])?;
+        let mut b = noised_batch(rng, train, s, cfg.null_class(), 0.0, n, &mut |r| grid[r.below(grid.len())])?;
         b.class = Tensor::from_vec(classes.clone(), n, &Device::Cpu)?;
         Ok(b)
     };
@@ -288,7 +318,7 @@ pub(crate) fn write_model(
         let x = b.x_t.flatten_all()?.to_vec1::<f32>()?;
         let t: Vec<i64> = b.t.to_vec1::<u32>()?.iter().map(|&v| v as i64).collect();
         let c: Vec<i64> = b.class.to_vec1::<u32>()?.iter().map(|&v| v as i64).collect();
-        Ok([Array::f32(vec![n, 2], x), Array::i64(vec![n], t), Array::i64(vec![n], c)])
+        Ok([Array::f32(vec![n, d], x), Array::i64(vec![n], t), Array::i64(vec![n], c)])
     };
     let cal = out.join("calib").join(name);
     let _ = std::fs::remove_dir_all(&cal);
@@ -306,7 +336,7 @@ pub(crate) fn write_model(
     for (a, input) in golden.iter().zip(["x", "t", "class"]) {
         a.write_npy(&out.join(format!("golden/{name}.{input}.npy")))?;
     }
-    Array::f32(vec![n, 2], v.clone()).write_npy(&out.join(format!("golden/{name}.v.npy")))?;
+    Array::f32(vec![n, d], v.clone()).write_npy(&out.join(format!("golden/{name}.v.npy")))?;
     let tract = crate::verify::tract_reference(&onnx, &golden)?;
     Ok(crate::family::max_abs(&tract[0].to_f32(), &v))
 }
