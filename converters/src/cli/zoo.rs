@@ -43,13 +43,16 @@ pub enum ZooCommand {
         dir: Option<PathBuf>,
     },
     /// Distil a family's trained model into few-step students (families that support it:
-    /// ddpm2d, ldm), then convert, measure and rewrite its card.
+    /// ddpm2d, ldm, ddpm), then convert, measure and rewrite its card.
     Distill {
         /// Family to distil.
         family: String,
         /// Step count of the last student (every round halves the steps).
         #[arg(long, default_value_t = 1)]
         to: usize,
+        /// Optimiser steps per round (default: the family's budget).
+        #[arg(long)]
+        steps: Option<usize>,
         /// Family folder (default: models/<family>).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -98,11 +101,37 @@ pub trait ZooFamily: Sync {
     fn refresh(&self, dir: &Path) -> Result<()>;
     /// Converts and runs the committed artefacts: the family's row of the report.
     fn evaluate(&self, dir: &Path) -> Result<FamilyFigures>;
-    /// Distils the trained model in `dir` into students of fewer sampling steps, down to `to`
-    /// (only families with an iterative sampler implement it).
-    fn distill(&self, dir: &Path, to: usize) -> Result<()> {
-        let _ = (dir, to);
-        bail!("family '{}' has no distillation (available: ddpm2d, ldm)", self.name())
+    /// Distils the trained model in `dir` into students of fewer sampling steps, down to
+    /// `settings.to` (only families with an iterative sampler implement it).
+    fn distill(&self, dir: &Path, settings: &DistillSettings) -> Result<()> {
+        let _ = (dir, settings);
+        bail!("family '{}' has no distillation (available: ddpm2d, ldm, ddpm)", self.name())
+    }
+}
+
+/// What `mote zoo distill` asks of a family.
+#[derive(Debug, Clone, Copy)]
+pub struct DistillSettings {
+    /// Step count of the last student.
+    pub to: usize,
+    /// Optimiser steps per round, overriding the family's budget.
+    pub steps: Option<usize>,
+}
+
+/// Prints one line per distillation round: its time, loss and the candle sample quality of
+/// the student against its teacher at the student's step count.
+fn print_rounds(r: &crate::zoo::diffusion::DistillReport) {
+    for round in &r.rounds {
+        println!(
+            "{} steps: {:.0} s, loss {:.4} → {:.4}; candle sample quality student {:.5}, teacher at {} steps {:.5}",
+            round.steps,
+            round.train_seconds,
+            round.loss_first_last.0,
+            round.loss_first_last.1,
+            round.energy_candle,
+            round.steps,
+            round.energy_teacher_candle
+        );
     }
 }
 
@@ -142,9 +171,12 @@ pub fn run(c: ZooCommand) -> Result<()> {
             let fam = family(&name)?;
             fam.refresh(&dir.unwrap_or_else(|| PathBuf::from("models").join(fam.name())))
         }
-        ZooCommand::Distill { family: name, to, dir } => {
+        ZooCommand::Distill { family: name, to, steps, dir } => {
             let fam = family(&name)?;
-            fam.distill(&dir.unwrap_or_else(|| PathBuf::from("models").join(fam.name())), to)
+            fam.distill(
+                &dir.unwrap_or_else(|| PathBuf::from("models").join(fam.name())),
+                &DistillSettings { to, steps },
+            )
         }
         ZooCommand::Report { models } => report(&models),
     }

@@ -1,12 +1,12 @@
 //! Figures of the `ddpm` family (the UNet on glyphs) measured through the converter and the
-//! runtime's sampler (`mote::diffusion::sample`): the device file (`teacher.mote`, one image per
-//! call) in f32 and int8: flash, arena against the plan's lower bound, MACs per call, the ops
+//! runtime's sampler (`mote::diffusion::sample`) for one of its denoisers (`teacher`, or a
+//! distilled `student<N>`) as a device file (`<model>.mote`, one image per call) in f32 and int8: flash, arena against the plan's lower bound, MACs per call, the ops
 //! it lowered to; parity with tract and candle on the golden denoiser batch; the runtime's
 //! 4-step samples against candle's golden samples; sample quality and guided class accuracy of
 //! runtime samples.
 //!
 //! ```no_run
-//! let f = mote_converters::family::ddpm::evaluate_ddpm(std::path::Path::new("models/ddpm"), true)?;
+//! let f = mote_converters::family::ddpm::evaluate_ddpm(std::path::Path::new("models/ddpm"), "student4", true)?;
 //! println!("{} MACs per call, energy {:?}", f.macs_per_call, f.quality_f32.energy);
 //! # Ok::<(), anyhow::Error>(())
 //! ```
@@ -20,7 +20,7 @@ use crate::verify;
 use crate::zoo::diffusion::train::{GOLDEN_GUIDANCE, GOLDEN_SEED, SAMPLE_SEED};
 use crate::zoo::unet::evaluate::{classifier, QualityRow};
 use crate::zoo::unet::sampling::to_pixels;
-use crate::zoo::unet::train::{TeacherReport, GOLDEN, GOLDEN_STEPS};
+use crate::zoo::unet::train::{TeacherReport, GOLDEN};
 use crate::zoo::vae::train::energies;
 use crate::zoo::vae::PIXELS;
 use anyhow::{anyhow, Context, Result};
@@ -33,8 +33,15 @@ use std::time::Instant;
 pub const RUNTIME_SAMPLES: usize = 512;
 /// Runtime samples per class in each guidance row.
 pub const RUNTIME_GUIDED_PER_CLASS: usize = 64;
-/// Steps of the runtime sampling runs (DDIM, the device's budget).
+/// Steps of the teacher's runtime sampling runs (DDIM, the device's budget); a student samples
+/// with the one step count it was distilled for.
 pub const RUNTIME_STEPS: usize = 4;
+
+/// The DDIM steps `model` samples with on the runtime: `N` for `student<N>`, [`RUNTIME_STEPS`]
+/// for the teacher.
+pub fn model_steps(model: &str) -> usize {
+    model.strip_prefix("student").and_then(|n| n.parse().ok()).unwrap_or(RUNTIME_STEPS)
+}
 /// Guidance scales measured on the runtime.
 pub const RUNTIME_SCALES: [f32; 3] = [0.0, 1.0, 3.0];
 
@@ -50,6 +57,10 @@ pub struct RuntimeGuidance {
 /// Everything measured about `models/ddpm`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DdpmFigures {
+    /// The denoiser measured (`teacher`, `student4`, ...).
+    pub model: String,
+    /// DDIM steps of its runtime samples ([`model_steps`]).
+    pub steps: usize,
     /// Real-valued weights stored in the f32 file (with the fixed timestep table).
     pub params: usize,
     /// Images per call of the device file.
@@ -77,15 +88,15 @@ pub struct DdpmFigures {
     /// Runtime 4-step samples of the committed f32 file against candle's golden samples
     /// (unconditional and guided), max-abs.
     pub golden_samples_max_abs: f32,
-    /// Runtime sample quality, f32 file (DDIM, [`RUNTIME_STEPS`] steps).
+    /// Runtime sample quality, f32 file (DDIM, `steps` steps).
     pub quality_f32: QualityRow,
     /// The same with the int8 file.
     pub quality_int8: QualityRow,
-    /// The f32 file with 2 DDIM steps (full evaluation only).
+    /// The teacher's f32 file with 2 DDIM steps (full evaluation only).
     pub quality_f32_2: Option<QualityRow>,
-    /// Guided class accuracy of runtime samples (f32 file, [`RUNTIME_STEPS`] steps).
+    /// Guided class accuracy of runtime samples (f32 file, `steps` steps).
     pub guidance: Vec<RuntimeGuidance>,
-    /// Whether the committed `teacher.mote` / `teacher.int8.mote` equal a fresh conversion.
+    /// Whether the committed `<model>.mote` / `<model>.int8.mote` equal a fresh conversion.
     pub committed_up_to_date: (bool, bool),
     /// The f32 runtime samples (pixels).
     #[serde(skip)]
@@ -96,8 +107,8 @@ pub struct DdpmFigures {
 }
 
 impl DdpmFigures {
-    /// The report row: the device file; metric = local-feature energy distance of 4-step
-    /// runtime samples, f32 and int8.
+    /// The report row: metric = local-feature energy distance of the runtime samples, f32 and
+    /// int8; MACs per sample.
     pub fn summary(&self) -> FamilyFigures {
         FamilyFigures {
             params: self.params,
@@ -106,10 +117,10 @@ impl DdpmFigures {
             arena_int8: self.arena_int8.0,
             lower_bound_int8: self.arena_int8.1,
             state_int8: self.state,
-            macs_per_token: self.macs_per_call * RUNTIME_STEPS as u64,
+            macs_per_token: self.macs_per_call * self.steps as u64,
             f32_vs_tract_max_abs: self.f32_vs_tract_max_abs,
             metric: TaskMetric {
-                name: "energy loc 4st".into(),
+                name: format!("energy loc {}st", self.steps),
                 f32: self.quality_f32.energy[1],
                 int8: self.quality_int8.energy[1],
             },
@@ -191,11 +202,11 @@ pub fn batch_row(a: &Array, i: usize) -> Array {
 /// Parity on the golden batch: f32 (converted for the batch) vs tract and vs candle; the
 /// device files (`f32m`, `i8m`, one image per call) row by row: int8 vs f32 max-abs and the
 /// largest |v|.
-fn parity(dir: &Path, f32m: &Converted, i8m: &Converted) -> Result<(f32, f32, (f32, f32))> {
-    let onnx = dir.join("teacher.onnx");
-    let golden = |s: &str| Array::read_npy(&dir.join(format!("golden/teacher.{s}.npy")));
+fn parity(dir: &Path, model: &str, f32m: &Converted, i8m: &Converted) -> Result<(f32, f32, (f32, f32))> {
+    let onnx = dir.join(format!("{model}.onnx"));
+    let golden = |s: &str| Array::read_npy(&dir.join(format!("golden/{model}.{s}.npy")));
     let inputs = [golden("x")?, golden("t")?, golden("class")?];
-    let f = convert::convert(&onnx, &ddpm_options(dir, "teacher", QuantMode::F32, GOLDEN))?;
+    let f = convert::convert(&onnx, &ddpm_options(dir, model, QuantMode::F32, GOLDEN))?;
     let got = host::run(&f.bytes, "forward", &inputs)?.remove(0).to_f32();
     let tract = verify::tract_reference(&onnx, &inputs)?.remove(0).to_f32();
     let (mut worst, mut scale) = (0f32, 0f32);
@@ -209,17 +220,16 @@ fn parity(dir: &Path, f32m: &Converted, i8m: &Converted) -> Result<(f32, f32, (f
     Ok((max_abs(&got, &tract), max_abs(&got, &golden("v")?.to_f32()), (worst, scale)))
 }
 
-/// The committed f32 `teacher.mote` sampled on the runtime with the golden seeds against
-/// candle's golden samples (unconditional and guided), max-abs.
-pub fn golden_samples(dir: &Path) -> Result<f32> {
-    let bytes = std::fs::read(dir.join("teacher.mote")).context("teacher.mote")?;
+/// The f32 device file `bytes` of `model` sampled on the runtime with the golden seeds and
+/// `steps` steps against candle's golden samples (unconditional and guided), max-abs.
+pub fn golden_samples(dir: &Path, model: &str, bytes: &[u8], steps: usize) -> Result<f32> {
     let (class, scale) = GOLDEN_GUIDANCE;
     let mut worst = 0f32;
     for (cond, file) in
         [(Condition::Unconditional, "sample"), (Condition::Guided { class: class as i32, scale }, "guided")]
     {
-        let want = Array::read_npy(&dir.join(format!("golden/teacher.{file}.npy")))?.to_f32();
-        let got = runtime_samples(&bytes, GOLDEN_STEPS, cond, want.len() / PIXELS, GOLDEN_SEED)?;
+        let want = Array::read_npy(&dir.join(format!("golden/{model}.{file}.npy")))?.to_f32();
+        let got = runtime_samples(bytes, steps, cond, want.len() / PIXELS, GOLDEN_SEED)?;
         worst = worst.max(max_abs(&got, &want));
     }
     Ok(worst)
@@ -234,37 +244,43 @@ fn quality(bytes: &[u8], steps: usize, test: &[f32], label: &str) -> Result<(Qua
     Ok((row, smp))
 }
 
-/// Measures `models/ddpm` (`dir`); `full` adds the guidance rows (the slowest part).
-pub fn evaluate_ddpm(dir: &Path, full: bool) -> Result<DdpmFigures> {
+/// Measures denoiser `model` of `models/ddpm` (`dir`); `full` adds the guidance rows (the
+/// slowest part) and, for the teacher, its 2-step quality.
+pub fn evaluate_ddpm(dir: &Path, model: &str, full: bool) -> Result<DdpmFigures> {
     let report = TeacherReport::read(dir)?;
     let o = &report.options;
-    let (f32m, i8m) = convert_device(dir, "teacher")?;
-    let (f32_vs_tract_max_abs, f32_vs_candle_max_abs, int8_vs_f32) = parity(dir, &f32m, &i8m)?;
+    let steps = model_steps(model);
+    let (f32m, i8m) = convert_device(dir, model)?;
+    let (f32_vs_tract_max_abs, f32_vs_candle_max_abs, int8_vs_f32) = parity(dir, model, &f32m, &i8m)?;
     let test = o.test_set();
     let test_n = &test.images[..RUNTIME_SAMPLES.min(test.len()) * PIXELS];
-    let (quality_f32, samples_f32) = quality(&f32m.bytes, RUNTIME_STEPS, test_n, "f32")?;
-    let (quality_int8, samples_int8) = quality(&i8m.bytes, RUNTIME_STEPS, test_n, "int8")?;
+    let (quality_f32, samples_f32) = quality(&f32m.bytes, steps, test_n, &format!("{model} f32"))?;
+    let (quality_int8, samples_int8) = quality(&i8m.bytes, steps, test_n, &format!("{model} int8"))?;
     let mut guidance = Vec::new();
     let mut quality_f32_2 = None;
     if full {
-        quality_f32_2 = Some(quality(&f32m.bytes, 2, test_n, "f32")?.0);
+        if model == "teacher" {
+            quality_f32_2 = Some(quality(&f32m.bytes, 2, test_n, "teacher f32")?.0);
+        }
         let judge = classifier(o)?;
         for scale in RUNTIME_SCALES {
             let mut smp = Vec::new();
             for c in 0..o.config.classes {
                 let cond = Condition::Guided { class: c as i32, scale };
                 let seed = SAMPLE_SEED + 1000 * (c as u64 + 1);
-                smp.extend(runtime_samples(&f32m.bytes, RUNTIME_STEPS, cond, RUNTIME_GUIDED_PER_CLASS, seed)?);
+                smp.extend(runtime_samples(&f32m.bytes, steps, cond, RUNTIME_GUIDED_PER_CLASS, seed)?);
             }
             let want: Vec<usize> = (0..o.config.classes).flat_map(|c| vec![c; RUNTIME_GUIDED_PER_CLASS]).collect();
             let accuracy = judge.accuracy(&to_pixels(&smp), &want)?;
-            eprintln!("runtime guided DDIM {RUNTIME_STEPS}, scale {scale}: class accuracy {accuracy:.3}");
+            eprintln!("runtime {model} guided DDIM {steps}, scale {scale}: class accuracy {accuracy:.3}");
             guidance.push(RuntimeGuidance { scale, accuracy });
         }
     }
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_default();
     let int8_ops = i8m.inspection.ops.iter().filter(|o| o.inputs.iter().any(|i| i.starts_with("i8"))).count();
     Ok(DdpmFigures {
+        model: model.to_string(),
+        steps,
         params: stored_params(&f32m.bytes)?,
         batch: o.config.max_batch,
         flash: (f32m.bytes.len(), i8m.bytes.len()),
@@ -277,12 +293,15 @@ pub fn evaluate_ddpm(dir: &Path, full: bool) -> Result<DdpmFigures> {
         f32_vs_tract_max_abs,
         f32_vs_candle_max_abs,
         int8_vs_f32,
-        golden_samples_max_abs: golden_samples(dir).unwrap_or(f32::NAN),
+        golden_samples_max_abs: golden_samples(dir, model, &f32m.bytes, steps)?,
         quality_f32,
         quality_int8,
         quality_f32_2,
         guidance,
-        committed_up_to_date: (read("teacher.mote") == f32m.bytes, read("teacher.int8.mote") == i8m.bytes),
+        committed_up_to_date: (
+            read(&format!("{model}.mote")) == f32m.bytes,
+            read(&format!("{model}.int8.mote")) == i8m.bytes,
+        ),
         samples_f32,
         samples_int8,
     })

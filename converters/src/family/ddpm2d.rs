@@ -6,7 +6,7 @@
 //! outputs and samples.
 //!
 //! Every sample set is drawn as the runtime draws it on a device: batch k of
-//! [`DenoiserConfig::max_batch`] rows uses seed [`SAMPLE_SEED`]` + k`, so every model and
+//! `DenoiserConfig::max_batch` rows uses seed [`SAMPLE_SEED`]` + k`, so every model and
 //! method starts from the same noise.
 //!
 //! ```no_run

@@ -3,7 +3,7 @@
 //! [`CausalLm`] is what the probes need from a model: logits for a window of ids and the
 //! context length. [`Gpt`] and [`Switch`] implement it; the agreement and sum probes,
 //! greedy generation and the GPT-style artefacts (`model.onnx`, `golden/`, `heldout.npy`,
-//! `calib/`) are written once here for both. The n-gram baselines and [`ids_tensor`] are
+//! `calib/`) are written once here for both. The n-gram baselines and `ids_tensor` are
 //! also used by the Transformer-XL.
 
 use std::path::Path;

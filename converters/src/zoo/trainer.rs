@@ -36,6 +36,48 @@ pub(crate) fn random_windows<'a>(rng: &mut SplitMix64, train: &'a [u32], win: us
         .collect()
 }
 
+/// An exponential moving average of a parameter store's weights, `a ← d·a + (1 − d)·p` after
+/// every optimiser step; [`Ema::store`] writes the average back into the store.
+pub(crate) struct Ema {
+    decay: f64,
+    warm_up: bool,
+    updates: usize,
+    shadow: Vec<Tensor>,
+}
+
+impl Ema {
+    /// An average starting at the current weights of `p`, with decay `decay` from the first
+    /// update on.
+    pub(crate) fn new(p: &Params, decay: f64) -> Self {
+        Self { decay, warm_up: false, updates: 0, shadow: p.all().iter().map(|p| p.var.as_tensor().detach()).collect() }
+    }
+
+    /// An average whose decay warms up as `min(decay, (1 + k)/(10 + k))` at update k (as
+    /// TensorFlow's `ExponentialMovingAverage` does), for weights that start at random.
+    pub(crate) fn warming_up(p: &Params, decay: f64) -> Self {
+        Self { warm_up: true, ..Self::new(p, decay) }
+    }
+
+    /// Folds the current weights of `p` (the store the average was made from) into it.
+    pub(crate) fn update(&mut self, p: &Params) -> Result<()> {
+        let k = self.updates as f64;
+        let d = if self.warm_up { self.decay.min((1.0 + k) / (10.0 + k)) } else { self.decay };
+        for (s, p) in self.shadow.iter_mut().zip(p.all()) {
+            *s = ((&*s * d)? + (p.var.as_tensor().detach() * (1.0 - d))?)?;
+        }
+        self.updates += 1;
+        Ok(())
+    }
+
+    /// Writes the average into `p`.
+    pub(crate) fn store(&self, p: &Params) -> Result<()> {
+        for (s, p) in self.shadow.iter().zip(p.all()) {
+            p.var.set(s)?;
+        }
+        Ok(())
+    }
+}
+
 /// Budget and optimiser settings of a run.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Schedule {

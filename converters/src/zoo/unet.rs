@@ -23,7 +23,8 @@
 //! The exported graph (`x [n, 1, 16, 16]` f32, `t [n]` int64, `class [n]` int64 →
 //! `v [n, 1, 16, 16]`) is written at opset 21 (for `GroupNormalization`'s per-channel
 //! parameters) and carries the schedule, `prediction = v` and the null class in its metadata,
-//! which is all the runtime's sampler (`mote::diffusion`) needs.
+//! which is all the runtime's sampler (`mote::diffusion`) needs. [`distill`] turns the teacher
+//! into 4-, 2- and 1-step students (progressive distillation, `mote zoo distill ddpm`).
 //!
 //! ```
 //! use candle_core::{DType, Device, Tensor};
@@ -39,6 +40,7 @@
 pub mod blocks;
 pub mod card;
 pub mod classifier;
+pub mod distill;
 pub mod evaluate;
 pub mod fused;
 pub mod im2col;

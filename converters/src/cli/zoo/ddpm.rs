@@ -2,10 +2,12 @@
 //! (`teacher.mote`, one image per call, f32 and int8), measure it on the runtime's sampler and
 //! write the card.
 
-use super::{TrainSettings, ZooFamily};
+use super::{print_rounds, DistillSettings, TrainSettings, ZooFamily};
 use crate::family::ddpm::{convert_device, evaluate_ddpm, DdpmFigures, RUNTIME_GUIDED_PER_CLASS, RUNTIME_SAMPLES};
 use crate::report::bytes;
+use crate::zoo::diffusion::DistillReport;
 use crate::zoo::unet::card::write_card;
+use crate::zoo::unet::distill::{ddpm_distill_options, distill};
 use crate::zoo::unet::train::{train_teacher, TeacherReport, TrainOptions};
 use crate::zoo::vae::glyphs::grid_png;
 use crate::zoo::vae::PIXELS;
@@ -52,44 +54,125 @@ impl ZooFamily for Ddpm {
         publish(dir)
     }
 
+    fn distill(&self, dir: &Path, settings: &DistillSettings) -> Result<()> {
+        let mut o = ddpm_distill_options(settings.to);
+        o.steps = settings.steps.unwrap_or(o.steps);
+        let r = distill(dir, &o)?;
+        print_rounds(&r);
+        publish(dir)
+    }
+
     fn evaluate(&self, dir: &Path) -> Result<crate::family::FamilyFigures> {
-        Ok(evaluate_ddpm(dir, false)?.summary())
+        Ok(evaluate_ddpm(dir, report_model(dir), false)?.summary())
     }
 }
 
-/// Converts the device file (f32 always, int8 when within [`INT8_ENERGY_RATIO`]), measures it
-/// on the runtime, plots and writes the card.
-fn publish(dir: &Path) -> Result<()> {
-    let (f32m, i8m) = convert_device(dir, "teacher")?;
-    std::fs::write(dir.join("teacher.mote"), &f32m.bytes)?;
-    std::fs::write(dir.join("teacher.int8.mote"), &i8m.bytes)?;
-    let f = evaluate_ddpm(dir, true)?;
-    let ratio = f.quality_int8.energy[1] / f.quality_f32.energy[1];
-    if ratio > INT8_ENERGY_RATIO {
-        std::fs::remove_file(dir.join("teacher.int8.mote"))?;
-        println!("int8 not committed: energy distance {ratio:.2}× the f32 file's (bound {INT8_ENERGY_RATIO})");
+/// The denoisers published as device files (`<model>.mote`, `<model>.int8.mote`) when their
+/// ONNX exists: the teacher and the 4-step student.
+const DEVICE_MODELS: [&str; 2] = ["teacher", "student4"];
+/// Students measured on the runtime (f32 and int8 quality) without a committed device file.
+const MEASURED_STUDENTS: [&str; 2] = ["student2", "student1"];
+
+/// The family's report row comes from this denoiser: the 4-step student once distilled.
+fn report_model(dir: &Path) -> &'static str {
+    if dir.join("student4.onnx").exists() {
+        "student4"
+    } else {
+        "teacher"
     }
-    std::fs::write(dir.join("figures.json"), serde_json::to_string_pretty(&f)?)?;
-    let n = 48.min(f.samples_f32.len() / PIXELS) * PIXELS;
-    grid_png(&dir.join("runtime_samples.png"), &[&f.samples_f32[..n], &f.samples_int8[..n]], 8, 2)?;
+}
+
+/// Converts the device files (f32 always, int8 when within [`INT8_ENERGY_RATIO`]), measures
+/// every denoiser on the runtime, plots and writes the card.
+fn publish(dir: &Path) -> Result<()> {
+    let mut all: Vec<(DdpmFigures, f64)> = Vec::new();
+    for model in DEVICE_MODELS.iter().chain(&MEASURED_STUDENTS) {
+        if !dir.join(format!("{model}.onnx")).exists() {
+            continue;
+        }
+        let device = DEVICE_MODELS.contains(model);
+        if device {
+            let (f32m, i8m) = convert_device(dir, model)?;
+            std::fs::write(dir.join(format!("{model}.mote")), &f32m.bytes)?;
+            std::fs::write(dir.join(format!("{model}.int8.mote")), &i8m.bytes)?;
+        }
+        let f = evaluate_ddpm(dir, model, device)?;
+        let ratio = f.quality_int8.energy[1] / f.quality_f32.energy[1];
+        if device && ratio > INT8_ENERGY_RATIO {
+            std::fs::remove_file(dir.join(format!("{model}.int8.mote")))?;
+            println!(
+                "{model}: int8 not committed, energy distance {ratio:.2}× the f32 file's (bound {INT8_ENERGY_RATIO})"
+            );
+        }
+        all.push((f, ratio));
+    }
+    let figures: Vec<&DdpmFigures> = all.iter().map(|(f, _)| f).collect();
+    std::fs::write(dir.join("figures.json"), serde_json::to_string_pretty(&figures)?)?;
+    let n = |f: &DdpmFigures| 48.min(f.samples_f32.len() / PIXELS) * PIXELS;
+    let panels: Vec<&[f32]> = all
+        .iter()
+        .filter(|(f, _)| DEVICE_MODELS.contains(&f.model.as_str()))
+        .flat_map(|(f, _)| [&f.samples_f32[..n(f)], &f.samples_int8[..n(f)]])
+        .collect();
+    grid_png(&dir.join("runtime_samples.png"), &panels, 8, 2)?;
     let mut t = TeacherReport::read(dir)?;
-    t.macs_per_call = Some(f.macs_per_call);
+    t.macs_per_call = all.first().map(|(f, _)| f.macs_per_call);
     std::fs::write(dir.join("train_report.json"), serde_json::to_string_pretty(&t)?)?;
-    write_card(dir, &t, &card_section(&f, ratio))?;
-    print!("{}", card_section(&f, ratio));
-    print!("{}", super::table(&[("ddpm", &f.summary())]));
+    let mut section = String::new();
+    for (f, ratio) in all.iter().filter(|(f, _)| DEVICE_MODELS.contains(&f.model.as_str())) {
+        section.push_str(&card_section(f, *ratio));
+    }
+    section.push_str(&students_section(&figures));
+    write_card(dir, &t, DistillReport::read(dir).ok().as_ref(), &section)?;
+    print!("{section}");
+    let row = all.iter().find(|(f, _)| f.model == report_model(dir)).map(|(f, _)| f.summary());
+    if let Some(row) = row {
+        print!("{}", super::table(&[("ddpm", &row)]));
+    }
     println!("wrote {}", dir.display());
     Ok(())
+}
+
+/// The card table of every denoiser's runtime sample quality at its own step count.
+fn students_section(figures: &[&DdpmFigures]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "## Every denoiser on the runtime\n");
+    let _ = writeln!(
+        s,
+        "Energy distance in local features of {RUNTIME_SAMPLES} unconditional runtime DDIM samples to as many \
+         held-out glyphs (same seeds for every row; lower is better). The teacher row is the undistilled model at \
+         the student's budget.\n"
+    );
+    let _ = writeln!(s, "| denoiser | steps | MACs / sample | f32 | int8 |\n|---|---|---|---|---|");
+    for f in figures {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.4} | {:.4} |",
+            f.model,
+            f.steps,
+            f.macs_per_call * f.steps as u64,
+            f.quality_f32.energy[1],
+            f.quality_int8.energy[1]
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n![runtime samples](runtime_samples.png)\n\n`runtime_samples.png`: the first 48 unconditional runtime \
+         samples of each device file (teacher with 4 DDIM steps, then the 4-step student), f32 | int8 from the same \
+         noise.\n"
+    );
+    s
 }
 
 /// The card section of the runtime measurements.
 pub fn card_section(f: &DdpmFigures, int8_ratio: f64) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "## On the mote runtime\n");
+    let m = &f.model;
+    let _ = writeln!(s, "## On the mote runtime: `{m}`\n");
     let _ = writeln!(
         s,
         "Measured by `mote zoo refresh ddpm` through the converter and `mote::diffusion::sample` on the host \
-         (scalar reference kernels). The device file `teacher.mote` denoises n = {} image per call; the sampler \
+         (scalar reference kernels). The device file `{m}.mote` denoises n = {} image per call; the sampler \
          keeps its working values ({} f32 per pixel) in the state region.\n",
         f.batch,
         mote::diffusion::SAMPLER_STATE_VALUES
@@ -100,9 +183,10 @@ pub fn card_section(f: &DdpmFigures, int8_ratio: f64) -> String {
     let _ = writeln!(s, "| MACs per denoiser call (`mote inspect`) | {} |", f.macs_per_call);
     let _ = writeln!(
         s,
-        "| MACs per 4-step sample (unguided / guided) | {} / {} |",
-        4 * f.macs_per_call,
-        8 * f.macs_per_call
+        "| MACs per {}-step sample (unguided / guided) | {} / {} |",
+        f.steps,
+        f.steps as u64 * f.macs_per_call,
+        2 * f.steps as u64 * f.macs_per_call
     );
     let _ = writeln!(s, "| flash: f32 / int8 | {} / {} |", bytes(f.flash.0), bytes(f.flash.1));
     let _ = writeln!(
@@ -128,15 +212,16 @@ pub fn card_section(f: &DdpmFigures, int8_ratio: f64) -> String {
     );
     let _ = writeln!(
         s,
-        "| runtime 4-step samples vs candle's golden samples (unconditional and guided 3, max-abs) | {:.1e} |",
-        f.golden_samples_max_abs
+        "| runtime {}-step samples vs candle's golden samples (unconditional and guided 3, max-abs) | {:.1e} |",
+        f.steps, f.golden_samples_max_abs
     );
     let q = |r: &crate::zoo::unet::evaluate::QualityRow| {
         format!("{:.4} / {:.4} ({:.0} s)", r.energy[1], r.energy[0], r.seconds)
     };
     let _ = writeln!(
         s,
-        "| energy distance, local / pixels, {RUNTIME_SAMPLES} runtime samples, DDIM 4: f32 | {} |",
+        "| energy distance, local / pixels, {RUNTIME_SAMPLES} runtime samples, DDIM {}: f32 | {} |",
+        f.steps,
         q(&f.quality_f32)
     );
     let _ = writeln!(s, "|   int8 (same noise) | {} |", q(&f.quality_int8));
@@ -146,26 +231,22 @@ pub fn card_section(f: &DdpmFigures, int8_ratio: f64) -> String {
     for g in &f.guidance {
         let _ = writeln!(
             s,
-            "| class accuracy, DDIM 4, guidance {} ({RUNTIME_GUIDED_PER_CLASS} per class, f32) | {:.1}% |",
+            "| class accuracy, DDIM {}, guidance {} ({RUNTIME_GUIDED_PER_CLASS} per class, f32) | {:.1}% |",
+            f.steps,
             g.scale,
             100.0 * g.accuracy
         );
     }
     let _ = writeln!(
         s,
-        "| committed teacher.mote / teacher.int8.mote equal a fresh conversion | {} / {} |\n",
+        "| committed {m}.mote / {m}.int8.mote equal a fresh conversion | {} / {} |\n",
         f.committed_up_to_date.0, f.committed_up_to_date.1
     );
     let _ = writeln!(
         s,
-        "int8 bound: the int8 file is committed when its 4-step samples' local-feature energy distance is at most \
+        "int8 bound: the int8 file is committed when its samples' local-feature energy distance is at most \
          {INT8_ENERGY_RATIO}× the f32 file's from the same noise; measured {int8_ratio:.2}×{}.\n",
         if int8_ratio <= INT8_ENERGY_RATIO { "" } else { " (not committed)" }
-    );
-    let _ = writeln!(
-        s,
-        "![runtime samples](runtime_samples.png)\n\n`runtime_samples.png`: the first 48 unconditional runtime \
-         samples (DDIM 4), f32 | int8 from the same noise.\n"
     );
     s
 }

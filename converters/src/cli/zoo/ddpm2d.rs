@@ -2,7 +2,7 @@
 //! students (`distill`), convert the device file (the 4-step student, f32 and int8), measure
 //! everything on the runtime's sampler, plot, and write the card with the acceptance table.
 
-use super::{TrainSettings, ZooFamily};
+use super::{print_rounds, DistillSettings, TrainSettings, ZooFamily};
 use crate::emit::dtypes::QuantMode;
 use crate::family::{self, DiffusionFigures, FamilyFigures};
 use crate::report::bytes;
@@ -56,20 +56,11 @@ impl ZooFamily for Ddpm2d {
         Ok(family::evaluate_ddpm2d_student(dir)?.summary())
     }
 
-    fn distill(&self, dir: &Path, to: usize) -> Result<()> {
-        let r = zd::distill(dir, &DistillOptions { to, ..DistillOptions::default() })?;
-        for round in &r.rounds {
-            println!(
-                "{} steps: {:.0} s, loss {:.4} → {:.4}; candle energy distance student {:.5}, teacher at {} steps {:.5}",
-                round.steps,
-                round.train_seconds,
-                round.loss_first_last.0,
-                round.loss_first_last.1,
-                round.energy_candle,
-                round.steps,
-                round.energy_teacher_candle
-            );
-        }
+    fn distill(&self, dir: &Path, settings: &DistillSettings) -> Result<()> {
+        let mut o = DistillOptions { to: settings.to, ..DistillOptions::default() };
+        o.steps = settings.steps.unwrap_or(o.steps);
+        let r = zd::distill(dir, &o)?;
+        print_rounds(&r);
         publish(dir)
     }
 }

@@ -5,7 +5,7 @@
 
 mod m4;
 
-use super::{TrainSettings, ZooFamily};
+use super::{print_rounds, DistillSettings, TrainSettings, ZooFamily};
 use crate::emit::dtypes::QuantMode;
 use crate::family::ldm::{self as fl, LdmFigures, GUIDANCE_RUNS, QUALITY_RUNS};
 use crate::family::FamilyFigures;
@@ -65,21 +65,12 @@ impl ZooFamily for Ldm {
         Ok(fl::evaluate_ldm_student(dir)?.summary())
     }
 
-    fn distill(&self, dir: &Path, to: usize) -> Result<()> {
+    fn distill(&self, dir: &Path, settings: &DistillSettings) -> Result<()> {
         let data = LatentGlyphs::load(&zl::locate_vae(dir)?)?;
-        let r = zl::distill_ldm(dir, &data, &zl::ldm_distill_options(to))?;
-        for round in &r.rounds {
-            println!(
-                "{} steps: {:.0} s, loss {:.4} → {:.4}; energy distance student {:.4}, teacher at {} steps {:.4}",
-                round.steps,
-                round.train_seconds,
-                round.loss_first_last.0,
-                round.loss_first_last.1,
-                round.energy_candle,
-                round.steps,
-                round.energy_teacher_candle
-            );
-        }
+        let mut o = zl::ldm_distill_options(settings.to);
+        o.steps = settings.steps.unwrap_or(o.steps);
+        let r = zl::distill_ldm(dir, &data, &o)?;
+        print_rounds(&r);
         publish(dir)
     }
 }

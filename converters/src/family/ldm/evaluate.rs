@@ -31,7 +31,7 @@ pub struct Int8Figures {
 /// Image sets for the PNG grids: `(label, images)` (256 pixels each).
 #[derive(Debug, Clone, Default)]
 pub struct Panels {
-    /// Unconditional samples, [`PANEL_IMAGES`] per set (held-out glyphs first).
+    /// Unconditional samples, `PANEL_IMAGES` per set (held-out glyphs first).
     pub unconditional: Vec<(String, Vec<f32>)>,
     /// Guided samples at scale 3, one row of 8 per class, per model.
     pub classes: Vec<(String, Vec<f32>)>,

@@ -1,5 +1,5 @@
 //! `moons8`: the 8-D procedural data set of the autoregressive flows, and the D-dimensional
-//! baselines and metrics ([`toy2d`](crate::zoo::toy2d) covers 2-D only).
+//! baselines and metrics ([`crate::zoo::toy2d`] covers 2-D only).
 //!
 //! Coordinates 0 and 1 are standardised two moons ([`toy2d::two_moons`], noise
 //! [`MOONS_NOISE`]); the other six are nonlinear functions of them and of each other plus

@@ -38,7 +38,7 @@ use super::train::{
 use super::{Denoiser, DenoiserConfig};
 use crate::array::Array;
 use crate::zoo::rng::SplitMix64;
-use crate::zoo::trainer::{schedule_of, Trainer};
+use crate::zoo::trainer::{schedule_of, Ema, Trainer};
 
 /// The students written to the family folder (`student<N>.onnx`) when a run reaches them.
 pub const EXPORTED: [usize; 3] = [4, 2, 1];
@@ -62,6 +62,10 @@ pub struct DistillOptions {
     pub weight_decay: f64,
     /// Probability of distilling a point with the null class.
     pub label_dropout: f64,
+    /// Decay of the exponential moving average of the student's weights that each round keeps
+    /// (0: the last weights; absent from reports written before it existed).
+    #[serde(default)]
+    pub ema: f64,
     /// Seed of the batches and noise.
     pub seed: u64,
     /// No progress bar.
@@ -79,6 +83,7 @@ impl Default for DistillOptions {
             warmup: 50,
             weight_decay: 0.0,
             label_dropout: 0.15,
+            ema: 0.0,
             seed: 7,
             quiet: false,
         }
@@ -146,6 +151,47 @@ fn ids(ts: &[isize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(ts.iter().map(|&t| t.max(0) as u32).collect::<Vec<_>>(), ts.len(), &Device::Cpu)?)
 }
 
+/// A v-predicting denoiser over rows of values, `v̂ [n, D] = f(x_t [n, D], t [n], class [n])`
+/// (ids u32): what a distillation round queries as the teacher and trains as the student.
+pub trait RowDenoiser {
+    /// The prediction for every row.
+    fn v_rows(&self, x: &Tensor, t: &Tensor, class: &Tensor) -> candle_core::Result<Tensor>;
+}
+
+impl RowDenoiser for Denoiser {
+    fn v_rows(&self, x: &Tensor, t: &Tensor, class: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward(x, t, class)
+    }
+}
+
+/// The student's v target for rows `x_t [n, D]` of class `class`, row k sitting at the start of
+/// step `rows[k]` of the `steps`-step grid: the teacher's two DDIM steps over the same interval
+/// (on the `2·steps` grid), turned into the single-step x̃ and then ṽ (module docs). Detached.
+pub fn distillation_target<M: RowDenoiser>(
+    teacher: &M,
+    s: &Schedule,
+    steps: usize,
+    rows: &[usize],
+    x_t: &Tensor,
+    class: &Tensor,
+) -> Result<Tensor> {
+    let (student_steps, teacher_grid) = (s.steps(steps), s.grid(2 * steps));
+    let ts: Vec<isize> = rows.iter().map(|&i| student_steps[i].0).collect();
+    let mids: Vec<isize> = rows.iter().map(|&i| teacher_grid[2 * i + 1]).collect();
+    let ends: Vec<isize> = rows.iter().map(|&i| student_steps[i].1).collect();
+    let (c0, c1, c2) = (coefficients(s, &ts)?, coefficients(s, &mids)?, coefficients(s, &ends)?);
+    let v1 = teacher.v_rows(x_t, &ids(&ts)?, class)?.detach();
+    let z1 = ddim_rows(x_t, &v1, (&c0.0, &c0.1), (&c1.0, &c1.1))?;
+    let v2 = teacher.v_rows(&z1, &ids(&mids)?, class)?.detach();
+    let z2 = ddim_rows(&z1, &v2, (&c1.0, &c1.1), (&c2.0, &c2.1))?;
+    // x̃ = (z'' − (σ''/σ)·z) / (α'' − (σ''/σ)·α); ṽ = (α·z − x̃)/σ.
+    let ratio = c2.1.div(&c0.1)?;
+    let num = (z2 - x_t.broadcast_mul(&ratio)?)?;
+    let den = (&c2.0 - ratio.mul(&c0.0)?)?;
+    let x_target = num.broadcast_div(&den)?;
+    Ok((x_t.broadcast_mul(&c0.0)? - x_target)?.broadcast_div(&c0.1)?.detach())
+}
+
 /// Distils the `ddpm2d` teacher of `dir` (`teacher.onnx`, configured by `train_report.json`,
 /// on its two moons) with [`distill_on`].
 pub fn distill(dir: &Path, o: &DistillOptions) -> Result<DistillReport> {
@@ -179,8 +225,9 @@ pub fn distill_on(
     let mut n = o.from_steps / 2;
     while n >= o.to {
         let student = teacher.duplicate()?;
-        let (student_steps, teacher_grid) = (s.steps(n), s.grid(2 * n));
+        let student_steps = s.steps(n);
         let mut t = Trainer::new(student.params(), &format!("distill {} → {n}", 2 * n), schedule_of!(o))?;
+        let mut ema = (o.ema > 0.0).then(|| Ema::new(student.params(), o.ema));
         for step in 0..o.steps {
             let lr = t.set_lr(step);
             let mut rows = Vec::with_capacity(o.batch_size);
@@ -189,25 +236,18 @@ pub fn distill_on(
                 rows.push(i);
                 student_steps[i].0
             })?;
-            let ts: Vec<isize> = rows.iter().map(|&i| student_steps[i].0).collect();
-            let mids: Vec<isize> = rows.iter().map(|&i| teacher_grid[2 * i + 1]).collect();
-            let ends: Vec<isize> = rows.iter().map(|&i| student_steps[i].1).collect();
-            let (c0, c1, c2) = (coefficients(&s, &ts)?, coefficients(&s, &mids)?, coefficients(&s, &ends)?);
-            let v1 = teacher.forward(&b.x_t, &b.t, &b.class)?.detach();
-            let z1 = ddim_rows(&b.x_t, &v1, (&c0.0, &c0.1), (&c1.0, &c1.1))?;
-            let v2 = teacher.forward(&z1, &ids(&mids)?, &b.class)?.detach();
-            let z2 = ddim_rows(&z1, &v2, (&c1.0, &c1.1), (&c2.0, &c2.1))?;
-            // x̃ = (z'' − (σ''/σ)·z) / (α'' − (σ''/σ)·α); ṽ = (α·z − x̃)/σ.
-            let ratio = c2.1.div(&c0.1)?;
-            let num = (z2 - b.x_t.broadcast_mul(&ratio)?)?;
-            let den = (&c2.0 - ratio.mul(&c0.0)?)?;
-            let x_target = num.broadcast_div(&den)?;
-            let v_target = (b.x_t.broadcast_mul(&c0.0)? - x_target)?.broadcast_div(&c0.1)?.detach();
+            let v_target = distillation_target(&teacher, &s, n, &rows, &b.x_t, &b.class)?;
             let loss = (student.forward(&b.x_t, &b.t, &b.class)? - v_target)?.sqr()?.mean_all()?;
             t.apply(&loss)?;
+            if let Some(e) = ema.as_mut() {
+                e.update(student.params())?;
+            }
             t.record(step, loss.to_scalar::<f32>()? as f64, lr, "");
         }
         let (train_seconds, _, curve) = t.finish("");
+        if let Some(e) = ema {
+            e.store(student.params())?;
+        }
         let first_last = (curve.first().map_or(f64::NAN, |c| c.1), curve.last().map_or(f64::NAN, |c| c.1));
         let quality = |m: &Denoiser| -> Result<f64> {
             let count = data.quality_samples();

@@ -28,7 +28,7 @@ use crate::array::Array;
 use crate::zoo::coupling::train::{FLOOR_SEED, TEST_SEED, TRAIN_SEED};
 use crate::zoo::rng::SplitMix64;
 use crate::zoo::toy2d::{two_moons, Point};
-use crate::zoo::trainer::{schedule_of, Trainer};
+use crate::zoo::trainer::{schedule_of, Ema, Trainer};
 
 /// First sampler seed of the evaluation: batch k of samples uses seed `SAMPLE_SEED + k`.
 pub const SAMPLE_SEED: u64 = 0x5a3e;
@@ -235,7 +235,7 @@ pub fn train_teacher_on(out: &Path, o: &TrainOptions, data: &dyn DiffusionData) 
     let s = Schedule::cosine(cfg.timesteps);
     let train = data.train_set();
     let mut tr = Trainer::new(model.params(), &format!("{} teacher", data.family()), schedule_of!(o))?;
-    let average = if o.ema > 0.0 { Some(model.duplicate()?) } else { None };
+    let mut average = (o.ema > 0.0).then(|| Ema::warming_up(model.params(), o.ema));
     let mut rng = SplitMix64::new(o.seed ^ 0xd1ff);
     let t_max = cfg.timesteps;
     for step in 0..o.steps {
@@ -246,17 +246,15 @@ pub fn train_teacher_on(out: &Path, o: &TrainOptions, data: &dyn DiffusionData) 
         let v = (b.eps.broadcast_mul(&b.alpha)? - b.x0.broadcast_mul(&b.sigma)?)?;
         let loss = (model.forward(&b.x_t, &b.t, &b.class)? - v)?.sqr()?.mean_all()?;
         tr.apply(&loss)?;
-        if let Some(avg) = &average {
-            // Warm-up of the average (as in TensorFlow's ExponentialMovingAverage).
-            let decay = o.ema.min((1 + step) as f64 / (10 + step) as f64);
-            for (a, p) in avg.params().all().iter().zip(model.params().all()) {
-                a.var.set(&((a.var.as_tensor() * decay)? + (p.var.as_tensor() * (1.0 - decay))?)?)?;
-            }
+        if let Some(avg) = average.as_mut() {
+            avg.update(model.params())?;
         }
         tr.record(step, loss.to_scalar::<f32>()? as f64, lr, "");
     }
     let (train_seconds, final_train_loss, loss_curve) = tr.finish("");
-    let model = average.unwrap_or(model);
+    if let Some(avg) = average {
+        avg.store(model.params())?;
+    }
 
     for d in ["golden", "calib"] {
         let _ = std::fs::remove_dir_all(out.join(d));

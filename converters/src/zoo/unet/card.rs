@@ -5,7 +5,7 @@
 //! ```no_run
 //! use mote_converters::zoo::unet::{card::write_card, train::TeacherReport};
 //! let dir = std::path::Path::new("models/ddpm");
-//! write_card(dir, &TeacherReport::read(dir)?, "")?;
+//! write_card(dir, &TeacherReport::read(dir)?, None, "")?;
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 
 use super::evaluate::CandleFigures;
 use super::train::TeacherReport;
+use crate::zoo::diffusion::DistillReport;
 use crate::zoo::vae::glyphs::GLYPH_CLASSES;
 use crate::zoo::vae::train::{FLOOR_SEED, TEST_SEED, TRAIN_SEED};
 
@@ -154,23 +155,52 @@ fn f_rows(f: &CandleFigures) -> Option<(f64, f64)> {
     Some((f.row("DDIM", 64)?.energy[1], f.row("DDIM", 4)?.energy[1]))
 }
 
-fn few_steps(s: &mut String, rows: Option<(f64, f64)>) {
+fn few_steps(s: &mut String, t: &TeacherReport, distilled: Option<&DistillReport>) {
     let _ = writeln!(s, "## Few steps\n");
-    if let Some((many, four)) = rows {
+    if let Some((many, four)) = f_rows(&t.candle) {
         let _ = writeln!(
             s,
             "Sampled with 4 DDIM steps, the device budget, the teacher's energy distance is {:.1}× its value at 64 \
-             steps ({four:.4} vs {many:.4}): few-step samples are blurrier and lose strokes (`samples.png`, third \
-             panel). Guidance at scale 3 recovers most of the class fidelity at 4 steps. Progressive distillation to \
-             4, 2 and 1 steps (as `ddpm2d` does) is the next step; `zoo::diffusion::distill` is written for \
-             `ddpm2d`'s MLP denoiser and needs a model-generic hook before it can distil this UNet.\n",
+             steps ({four:.4} vs {many:.4}): few-step samples are blurrier and lose strokes (`samples.png`).\n",
             four / many
         );
     }
+    let Some(d) = distilled else {
+        let _ = writeln!(s, "Not distilled yet (`mote zoo distill ddpm --to 1`).\n");
+        return;
+    };
+    let o = &d.options;
+    let _ = writeln!(
+        s,
+        "`mote zoo distill ddpm` distils the teacher progressively (Salimans & Ho): starting from {} DDIM steps, \
+         each round trains a student initialised from its teacher to take two teacher steps in one \
+         (`zoo::diffusion::distill::distillation_target`), {} batches of {} noised training glyphs at learning rate \
+         {:e} (label dropout {}, weights averaged with decay {}). Energy distance in local features of {} candle \
+         samples (unconditional, the evaluation's seeds), each student against its own teacher (the trained model for the first round, then the previous round's student) at the student's step count:\n",
+        o.from_steps, o.steps, o.batch_size, o.lr, o.label_dropout, o.ema, t.options.eval.samples
+    );
+    let _ = writeln!(
+        s,
+        "| student steps | student | its teacher at the same steps | distillation loss first → last | seconds |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for r in &d.rounds {
+        let _ = writeln!(
+            s,
+            "| {} | {:.4} | {:.4} | {:.4} → {:.4} | {:.0} |",
+            r.steps,
+            r.energy_candle,
+            r.energy_teacher_candle,
+            r.loss_first_last.0,
+            r.loss_first_last.1,
+            r.train_seconds
+        );
+    }
+    let _ = writeln!(s);
 }
 
-/// Renders the card text (without writing it).
-pub fn render_card(t: &TeacherReport, extra_markdown: &str) -> String {
+/// Renders the card text (without writing it); `distilled` adds the distillation rounds.
+pub fn render_card(t: &TeacherReport, distilled: Option<&DistillReport>, extra_markdown: &str) -> String {
     let o = &t.options;
     let c = &o.config;
     let mut s = String::new();
@@ -213,7 +243,7 @@ pub fn render_card(t: &TeacherReport, extra_markdown: &str) -> String {
         "The exported ONNX in tract matches candle to {:.1e} (max-abs, golden batch).\n",
         t.onnx_vs_candle_max_abs
     );
-    few_steps(&mut s, f_rows(&t.candle));
+    few_steps(&mut s, t, distilled);
     s.push_str(extra_markdown);
     if !s.ends_with('\n') {
         s.push('\n');
@@ -222,7 +252,13 @@ pub fn render_card(t: &TeacherReport, extra_markdown: &str) -> String {
 }
 
 /// Writes `card.md` to `dir`.
-pub fn write_card(dir: &Path, t: &TeacherReport, extra_markdown: &str) -> Result<()> {
+pub fn write_card(
+    dir: &Path,
+    t: &TeacherReport,
+    distilled: Option<&DistillReport>,
+    extra_markdown: &str,
+) -> Result<()> {
     let path = dir.join("card.md");
-    std::fs::write(&path, render_card(t, extra_markdown)).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, render_card(t, distilled, extra_markdown))
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -28,7 +28,7 @@ use crate::array::Array;
 use crate::zoo::diffusion::sampler::{Condition, Schedule};
 use crate::zoo::diffusion::train::{GOLDEN_GUIDANCE, GOLDEN_SEED};
 use crate::zoo::rng::SplitMix64;
-use crate::zoo::trainer::{schedule_of, Trainer};
+use crate::zoo::trainer::{schedule_of, Ema, Trainer};
 use crate::zoo::vae::glyphs::{glyphs, Glyphs};
 use crate::zoo::vae::train::{TEST_SEED, TRAIN_SEED};
 use crate::zoo::vae::{PIXELS, SIDE};
@@ -193,32 +193,6 @@ pub fn noised_batch(
     })
 }
 
-/// An exponential moving average of a model's parameters.
-struct Ema {
-    decay: f64,
-    shadow: Vec<Tensor>,
-}
-
-impl Ema {
-    fn new(m: &UNet, decay: f64) -> Self {
-        Self { decay, shadow: m.params().all().iter().map(|p| p.var.as_tensor().detach()).collect() }
-    }
-
-    fn update(&mut self, m: &UNet) -> Result<()> {
-        for (s, p) in self.shadow.iter_mut().zip(m.params().all()) {
-            *s = ((&*s * self.decay)? + (p.var.as_tensor().detach() * (1.0 - self.decay))?)?;
-        }
-        Ok(())
-    }
-
-    fn store(&self, m: &UNet) -> Result<()> {
-        for (s, p) in self.shadow.iter().zip(m.params().all()) {
-            p.var.set(s)?;
-        }
-        Ok(())
-    }
-}
-
 /// A trained model and its training curve.
 pub struct Fitted {
     /// The model (with the averaged weights when [`TrainOptions::ema`] > 0).
@@ -239,7 +213,7 @@ pub fn fit(o: &TrainOptions) -> Result<Fitted> {
     let train = o.train_set();
     let data = to_model(&train.images);
     let mut tr = Trainer::new(model.params(), "ddpm teacher", schedule_of!(o))?;
-    let mut ema = (o.ema > 0.0).then(|| Ema::new(&model, o.ema));
+    let mut ema = (o.ema > 0.0).then(|| Ema::new(model.params(), o.ema));
     let mut rng = SplitMix64::new(o.seed ^ 0xd1ff);
     let t_max = cfg.timesteps;
     for step in 0..o.steps {
@@ -255,13 +229,13 @@ pub fn fit(o: &TrainOptions) -> Result<Fitted> {
         let loss = (model.forward(&b.x_t, &b.t, &b.class)? - b.v)?.sqr()?.mean_all()?;
         tr.apply(&loss)?;
         if let Some(e) = ema.as_mut() {
-            e.update(&model)?;
+            e.update(model.params())?;
         }
         tr.record(step, loss.to_scalar::<f32>()? as f64, lr, "");
     }
     let (seconds, final_loss, curve) = tr.finish("");
     if let Some(e) = ema {
-        e.store(&model)?;
+        e.store(model.params())?;
     }
     Ok(Fitted { model, seconds, final_loss, curve })
 }
@@ -276,7 +250,7 @@ pub fn train_teacher(out: &Path, o: &TrainOptions) -> Result<(UNet, TeacherRepor
         std::fs::create_dir_all(out.join(d)).with_context(|| format!("creating {}", out.join(d).display()))?;
     }
     let onnx_vs_candle_max_abs = write_model(out, "teacher", &model, &s, None, o.seed)?;
-    write_golden_samples(out, "teacher", &model, &s)?;
+    write_golden_samples(out, "teacher", &model, &s, GOLDEN_STEPS)?;
     let candle = super::evaluate::candle_figures(&model, o)?;
     let grid_panels = super::evaluate::write_grids(&out.join("samples.png"), &model, o, &GRID_PANELS)?;
     let report = TeacherReport {
@@ -348,13 +322,13 @@ pub fn write_model(out: &Path, name: &str, m: &UNet, s: &Schedule, steps: Option
     Ok(crate::family::max_abs(&tract[0].to_f32(), &v))
 }
 
-/// Candle's [`GOLDEN_STEPS`]-step DDIM samples of [`GOLDEN`] images from the runtime's noise for
+/// Candle's `steps`-step DDIM samples ([`GOLDEN_STEPS`] for the teacher) of [`GOLDEN`] images from the runtime's noise for
 /// seeds [`GOLDEN_SEED`]` + k`: unconditional (`golden/<name>.sample.npy`) and guided with
 /// [`GOLDEN_GUIDANCE`] (`golden/<name>.guided.npy`), both `[GOLDEN, 1, 16, 16]` in model space.
-pub fn write_golden_samples(dir: &Path, name: &str, m: &UNet, s: &Schedule) -> Result<()> {
+pub fn write_golden_samples(dir: &Path, name: &str, m: &UNet, s: &Schedule, steps: usize) -> Result<()> {
     let (class, scale) = GOLDEN_GUIDANCE;
     for (cond, file) in [(Condition::Unconditional, "sample"), (Condition::Guided { class, scale }, "guided")] {
-        let x = candle_samples(m, s, Method::Ddim, GOLDEN_STEPS, cond, GOLDEN, GOLDEN_SEED)?;
+        let x = candle_samples(m, s, Method::Ddim, steps, cond, GOLDEN, GOLDEN_SEED)?;
         Array::f32(vec![GOLDEN, 1, SIDE, SIDE], x).write_npy(&dir.join(format!("golden/{name}.{file}.npy")))?;
     }
     Ok(())
