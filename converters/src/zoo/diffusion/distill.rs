@@ -37,6 +37,7 @@ use super::train::{
 };
 use super::{Denoiser, DenoiserConfig};
 use crate::array::Array;
+use crate::zoo::layers::Params;
 use crate::zoo::rng::SplitMix64;
 use crate::zoo::trainer::{schedule_of, Ema, Trainer};
 
@@ -152,16 +153,45 @@ fn ids(ts: &[isize]) -> Result<Tensor> {
 }
 
 /// A v-predicting denoiser over rows of values, `v̂ [n, D] = f(x_t [n, D], t [n], class [n])`
-/// (ids u32): what a distillation round queries as the teacher and trains as the student.
-pub trait RowDenoiser {
+/// (ids u32), that a distillation round can copy and train: the `ddpm2d`/`ldm` MLP
+/// ([`Denoiser`]) and the `ddpm` UNet.
+pub trait RowDenoiser: Sized {
     /// The prediction for every row.
     fn v_rows(&self, x: &Tensor, t: &Tensor, class: &Tensor) -> candle_core::Result<Tensor>;
+    /// A model with a copy of these weights (a round's student).
+    fn duplicate(&self) -> Result<Self>;
+    /// The trainable parameters.
+    fn params(&self) -> &Params;
 }
 
 impl RowDenoiser for Denoiser {
     fn v_rows(&self, x: &Tensor, t: &Tensor, class: &Tensor) -> candle_core::Result<Tensor> {
         self.forward(x, t, class)
     }
+
+    fn duplicate(&self) -> Result<Self> {
+        Denoiser::duplicate(self)
+    }
+
+    fn params(&self) -> &Params {
+        Denoiser::params(self)
+    }
+}
+
+/// A batch of noised training rows `(x_t [n, D], t [n], class [n])` (ids u32), row k at the
+/// timestep the second argument returns for it.
+pub type BatchFn<'a> =
+    dyn FnMut(&mut SplitMix64, &mut dyn FnMut(&mut SplitMix64) -> isize) -> Result<(Tensor, Tensor, Tensor)> + 'a;
+
+/// What a family plugs into [`distill_with`].
+pub struct Hooks<'a, M> {
+    /// Draws the training batches (label dropout included).
+    pub batch: &'a mut BatchFn<'a>,
+    /// The family's sample quality of a model sampled with `steps` DDIM steps (lower is better).
+    pub quality: &'a dyn Fn(&M, usize) -> Result<f64>,
+    /// Writes the `steps`-step student `student<steps>` (ONNX, golden and calibration files);
+    /// returns tract vs candle max-abs on its golden batch.
+    pub export: &'a dyn Fn(&M, usize) -> Result<f32>,
 }
 
 /// The student's v target for rows `x_t [n, D]` of class `class`, row k sitting at the start of
@@ -211,15 +241,43 @@ pub fn distill_on(
     if data.dim() != cfg.dim {
         bail!("{}-dimensional data for a denoiser of dimension {}", data.dim(), cfg.dim);
     }
+    let s = Schedule::cosine(cfg.timesteps);
+    let teacher = Denoiser::load_onnx(cfg, &dir.join("teacher.onnx"))?;
+    let train = data.train_set();
+    let mut batch = |rng: &mut SplitMix64, pick_t: &mut dyn FnMut(&mut SplitMix64) -> isize| {
+        let b = noised_batch(rng, train, &s, cfg.null_class(), o.label_dropout, o.batch_size, pick_t)?;
+        Ok((b.x_t, b.t, b.class))
+    };
+    let quality = |m: &Denoiser, steps: usize| -> Result<f64> {
+        let count = data.quality_samples();
+        data.quality(&candle_samples(m, &s, steps, Condition::Unconditional, count, cfg.max_batch, SAMPLE_SEED)?)
+    };
+    let export = |m: &Denoiser, steps: usize| -> Result<f32> {
+        let worst = write_model(dir, &format!("student{steps}"), m, &s, Some(&[steps]), o.seed, data)?;
+        write_golden_samples(dir, &format!("student{steps}"), m, &s, steps)?;
+        Ok(worst)
+    };
+    distill_with(dir, teacher, &s, o, Hooks { batch: &mut batch, quality: &quality, export: &export })
+}
+
+/// Progressive distillation of `teacher` (on schedule `s`) from [`DistillOptions::from_steps`]
+/// down to [`DistillOptions::to`] steps: each round trains a copy of its teacher on the
+/// [`distillation_target`] (keeping a weight average when [`DistillOptions::ema`] > 0), scores
+/// student and teacher at the student's steps, exports the students of [`EXPORTED`] and hands
+/// over. Writes `dir/distill_report.json`.
+pub fn distill_with<M: RowDenoiser>(
+    dir: &Path,
+    mut teacher: M,
+    s: &Schedule,
+    o: &DistillOptions,
+    hooks: Hooks<'_, M>,
+) -> Result<DistillReport> {
     if !o.from_steps.is_power_of_two() || !o.to.is_power_of_two() || o.to >= o.from_steps {
         bail!("distillation goes from a power of two of steps to a smaller one (from {} to {})", o.from_steps, o.to);
     }
-    if o.from_steps > cfg.timesteps {
-        bail!("the teacher has {} timesteps, fewer than {} steps", cfg.timesteps, o.from_steps);
+    if o.from_steps > s.len() {
+        bail!("the teacher has {} timesteps, fewer than {} steps", s.len(), o.from_steps);
     }
-    let s = Schedule::cosine(cfg.timesteps);
-    let mut teacher = Denoiser::load_onnx(cfg, &dir.join("teacher.onnx"))?;
-    let train = data.train_set();
     let mut rng = SplitMix64::new(o.seed ^ 0xd157);
     let mut rounds = Vec::new();
     let mut n = o.from_steps / 2;
@@ -231,13 +289,13 @@ pub fn distill_on(
         for step in 0..o.steps {
             let lr = t.set_lr(step);
             let mut rows = Vec::with_capacity(o.batch_size);
-            let b = noised_batch(&mut rng, train, &s, cfg.null_class(), o.label_dropout, o.batch_size, &mut |r| {
+            let (x_t, ts, class) = (hooks.batch)(&mut rng, &mut |r| {
                 let i = r.below(n);
                 rows.push(i);
                 student_steps[i].0
             })?;
-            let v_target = distillation_target(&teacher, &s, n, &rows, &b.x_t, &b.class)?;
-            let loss = (student.forward(&b.x_t, &b.t, &b.class)? - v_target)?.sqr()?.mean_all()?;
+            let v_target = distillation_target(&teacher, s, n, &rows, &x_t, &class)?;
+            let loss = (student.v_rows(&x_t, &ts, &class)? - v_target)?.sqr()?.mean_all()?;
             t.apply(&loss)?;
             if let Some(e) = ema.as_mut() {
                 e.update(student.params())?;
@@ -248,27 +306,21 @@ pub fn distill_on(
         if let Some(e) = ema {
             e.store(student.params())?;
         }
-        let first_last = (curve.first().map_or(f64::NAN, |c| c.1), curve.last().map_or(f64::NAN, |c| c.1));
-        let quality = |m: &Denoiser| -> Result<f64> {
-            let count = data.quality_samples();
-            let smp = candle_samples(m, &s, n, Condition::Unconditional, count, cfg.max_batch, SAMPLE_SEED)?;
-            data.quality(&smp)
-        };
-        let onnx_vs_candle_max_abs = if EXPORTED.contains(&n) {
-            let worst = write_model(dir, &format!("student{n}"), &student, &s, Some(&[n]), o.seed, data)?;
-            write_golden_samples(dir, &format!("student{n}"), &student, &s, n)?;
-            Some(worst)
-        } else {
-            None
-        };
-        rounds.push(Round {
+        let loss_first_last = (curve.first().map_or(f64::NAN, |c| c.1), curve.last().map_or(f64::NAN, |c| c.1));
+        let onnx_vs_candle_max_abs = if EXPORTED.contains(&n) { Some((hooks.export)(&student, n)?) } else { None };
+        let round = Round {
             steps: n,
             train_seconds,
-            loss_first_last: first_last,
-            energy_candle: quality(&student)?,
-            energy_teacher_candle: quality(&teacher)?,
+            loss_first_last,
+            energy_candle: (hooks.quality)(&student, n)?,
+            energy_teacher_candle: (hooks.quality)(&teacher, n)?,
             onnx_vs_candle_max_abs,
-        });
+        };
+        eprintln!(
+            "{n} steps: loss {:.4} → {:.4} in {:.0} s; sample quality student {:.5}, teacher {:.5}",
+            loss_first_last.0, loss_first_last.1, train_seconds, round.energy_candle, round.energy_teacher_candle
+        );
+        rounds.push(round);
         teacher = student;
         if n == 1 {
             break;
