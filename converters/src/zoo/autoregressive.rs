@@ -37,12 +37,10 @@ pub mod train;
 pub use card::write_flow_card;
 pub use train::{train_distill, train_flow, FlowReport, FlowTrainOptions};
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
-use candle_core::{Device, Tensor, Var};
-use prost::Message;
+use anyhow::{ensure, Context, Result};
+use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::layers::{export_tensor, Params};
@@ -465,18 +463,7 @@ impl Flow {
     /// direction): the baked `W∘M` become the weights, which leaves the masked forward unchanged.
     pub fn load_onnx(cfg: FlowConfig, path: &Path) -> Result<Self> {
         let flow = Self::new(cfg, 0)?;
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let model = tract_onnx::pb::ModelProto::decode(&bytes[..])?;
-        let graph = model.graph.context("ONNX file without a graph")?;
-        let inits: HashMap<&str, &tract_onnx::pb::TensorProto> =
-            graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
-        for p in flow.params.all() {
-            let Some(t) = inits.get(p.name.as_str()) else { bail!("{}: no initializer {}", path.display(), p.name) };
-            let v: Vec<f32> =
-                t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            ensure!(v.len() == p.var.elem_count(), "{}: {} has {} values", path.display(), p.name, v.len());
-            p.var.set(&Tensor::from_vec(v, p.var.shape(), &Device::Cpu)?)?;
-        }
+        flow.params.load_onnx_initializers(path, &|_| false)?;
         Ok(flow)
     }
 }
@@ -485,6 +472,7 @@ impl Flow {
 mod tests {
     use super::*;
     use crate::zoo::layers::tensor_data;
+    use candle_core::Device;
 
     fn flow(kind: FlowKind) -> Flow {
         let cfg = FlowConfig { layers: 3, hidden: 12, ..FlowConfig::new(kind, 4) };

@@ -15,8 +15,12 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use anyhow::Result;
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
+use prost::Message;
 
 use super::onnx_builder::{attr_int, attr_ints, GraphBuilder};
 use super::rng::SplitMix64;
@@ -80,6 +84,45 @@ impl Params {
     /// All parameters in creation order.
     pub fn all(&self) -> &[Param] {
         &self.params
+    }
+
+    /// Overwrites every parameter with the f32 initializer of the same name in the ONNX file at
+    /// `path`; parameters for which `transposed` holds are 2-D weights stored as `[in, out]`
+    /// (how [`Linear`] exports them).
+    pub fn load_onnx_initializers(&self, path: &Path, transposed: &dyn Fn(&Param) -> bool) -> Result<()> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let model = tract_onnx::pb::ModelProto::decode(&bytes[..])?;
+        let graph = model.graph.context("ONNX file without a graph")?;
+        let inits: HashMap<&str, &tract_onnx::pb::TensorProto> =
+            graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        for p in &self.params {
+            let Some(t) = inits.get(p.name.as_str()) else { bail!("{}: no initializer {}", path.display(), p.name) };
+            let v: Vec<f32> =
+                t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            ensure!(v.len() == p.var.elem_count(), "{}: {} has {} values", path.display(), p.name, v.len());
+            let value = if transposed(p) {
+                let (r, c) = p.var.dims2()?;
+                Tensor::from_vec(v, (c, r), &self.device)?.t()?.contiguous()?
+            } else {
+                Tensor::from_vec(v, p.var.shape(), &self.device)?
+            };
+            p.var.set(&value)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the values of `other`, a store of the same architecture, into this one.
+    pub fn copy_from(&self, other: &Params) -> Result<()> {
+        ensure!(
+            self.params.len() == other.params.len(),
+            "{} parameters from {}",
+            self.params.len(),
+            other.params.len()
+        );
+        for (dst, src) in self.params.iter().zip(&other.params) {
+            dst.var.set(&src.var.as_tensor().copy()?)?;
+        }
+        Ok(())
     }
 
     /// The variables with (`true`) or without (`false`) weight decay.

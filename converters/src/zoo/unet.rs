@@ -47,10 +47,9 @@ pub mod im2col;
 pub mod sampling;
 pub mod train;
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -299,39 +298,13 @@ impl UNet {
         Ok(model.encode_to_vec())
     }
 
-    /// Names of the parameters that [`Linear`] exports transposed (`[in, out]`): every 2-D
-    /// `.weight` but the class embedding's.
-    fn transposed(&self) -> Vec<String> {
-        self.params
-            .all()
-            .iter()
-            .filter(|p| p.name.ends_with(".weight") && p.var.rank() == 2 && p.name != "class.emb.weight")
-            .map(|p| p.name.clone())
-            .collect()
-    }
-
     /// Loads the weights of a UNet exported with `cfg` from its ONNX file.
     pub fn load_onnx(cfg: UNetConfig, path: &Path) -> Result<Self> {
         let m = Self::new(cfg, 0)?;
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let model = tract_onnx::pb::ModelProto::decode(&bytes[..])?;
-        let graph = model.graph.context("ONNX file without a graph")?;
-        let inits: HashMap<&str, &tract_onnx::pb::TensorProto> =
-            graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
-        let transposed = m.transposed();
-        for p in m.params.all() {
-            let Some(t) = inits.get(p.name.as_str()) else { bail!("{}: no initializer {}", path.display(), p.name) };
-            let v: Vec<f32> =
-                t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            ensure!(v.len() == p.var.elem_count(), "{}: {} has {} values", path.display(), p.name, v.len());
-            let value = if transposed.contains(&p.name) {
-                let (r, c) = p.var.dims2()?;
-                Tensor::from_vec(v, (c, r), &Device::Cpu)?.t()?.contiguous()?
-            } else {
-                Tensor::from_vec(v, p.var.shape(), &Device::Cpu)?
-            };
-            p.var.set(&value)?;
-        }
+        // Every 2-D `.weight` is a [`Linear`] stored `[in, out]`, except the class embedding's.
+        m.params.load_onnx_initializers(path, &|p| {
+            p.name.ends_with(".weight") && p.var.rank() == 2 && p.name != "class.emb.weight"
+        })?;
         Ok(m)
     }
 
@@ -339,9 +312,7 @@ impl UNet {
     /// teacher).
     pub fn duplicate(&self) -> Result<Self> {
         let m = Self::new(self.cfg, 0)?;
-        for (dst, src) in m.params.all().iter().zip(self.params.all()) {
-            dst.var.set(&src.var.as_tensor().copy()?)?;
-        }
+        m.params.copy_from(&self.params)?;
         Ok(m)
     }
 
