@@ -44,12 +44,13 @@ impl RowDenoiser for UNet {
     }
 }
 
-/// The zoo budget: 64 teacher steps down to `to`, 400 batches of 64 glyphs per round.
+/// The zoo budget: 64 teacher steps down to `to`, 800 batches of 64 glyphs per round (400 left
+/// the 4-step student at 0.0804 instead of 0.0744, 129% instead of 120% of the 64-step teacher).
 pub fn ddpm_distill_options(to: usize) -> DistillOptions {
     DistillOptions {
         from_steps: 64,
         to,
-        steps: 400,
+        steps: 800,
         batch_size: 64,
         lr: 5e-4,
         warmup: 20,
