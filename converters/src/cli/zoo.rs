@@ -265,6 +265,8 @@ fn report(models: &Path) -> Result<()> {
          segments; t5, encdec: greedy answers that match exactly, higher is better; flows: test NLL in \
          nats/dim, lower is better; vae: -ELBO nats/image; gan: energy distance of samples, lower is better; \
          ddpm2d: energy distance of the 4-step student's samples, lower is better, MACs per 4-step sample; \
+         ddpm: energy distance in local features of the 4-step UNet student's samples, lower is better, MACs per \
+         4-step sample; \
          ldm: energy distance in local features of the 4-step student's decoded samples, lower is better, MACs per \
          decoded sample)."
     );
