@@ -328,18 +328,6 @@ mod tests {
     use super::*;
     use crate::zoo::rng::SplitMix64;
 
-    /// Re-exports `models/ddpm/teacher.onnx` to `$UNET_REEXPORT` (a path) with this build's
-    /// export code and the trained weights.
-    #[test]
-    #[ignore]
-    fn reexport_teacher() -> Result<()> {
-        let Ok(out) = std::env::var("UNET_REEXPORT") else { return Ok(()) };
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/ddpm");
-        let m = UNet::load_onnx(UNetConfig::default(), &dir.join("teacher.onnx"))?;
-        std::fs::write(out, m.export(&Schedule::cosine(m.config().timesteps), None)?)?;
-        Ok(())
-    }
-
     #[test]
     fn export_matches_candle_and_reloads() -> Result<()> {
         use crate::array::Array;
