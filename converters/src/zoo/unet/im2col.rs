@@ -27,6 +27,8 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
 
+use super::fused::data;
+
 /// Geometry of one convolution.
 #[derive(Clone, Copy, Debug)]
 struct Geometry {
@@ -133,20 +135,12 @@ fn col2im(dcol: &[f32], g: &Geometry) -> Vec<f32> {
     dx
 }
 
-fn data<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let all = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&all[a..b]),
-        None => candle_core::bail!("conv2d: operand must be contiguous"),
-    }
-}
-
 /// Runs `f` on the contiguous f32 data of a CPU tensor without copying it.
 pub(crate) fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        Storage::Cpu(cpu) => f(data(cpu, layout)?),
+        Storage::Cpu(cpu) => f(data(cpu, layout, "tensor data")?),
         _ => candle_core::bail!("conv2d: CPU tensors only"),
     }
 }
@@ -174,12 +168,12 @@ impl CustomOp3 for ConvOp {
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.stride, self.pad)?;
         let co = l2.dims()[0];
-        let bias = data(s3, l3)?;
+        let bias = data(s3, l3, "conv2d")?;
         if bias.len() != co {
             candle_core::bail!("conv2d: {} bias values for {co} output channels", bias.len());
         }
-        let col = Tensor::from_vec(im2col(data(s1, l1)?, &g), (g.rows(), g.cols()), &Device::Cpu)?;
-        let w = Tensor::from_slice(data(s2, l2)?, (co, g.rows()), &Device::Cpu)?;
+        let col = Tensor::from_vec(im2col(data(s1, l1, "conv2d")?, &g), (g.rows(), g.cols()), &Device::Cpu)?;
+        let w = Tensor::from_slice(data(s2, l2, "conv2d")?, (co, g.rows()), &Device::Cpu)?;
         let p = g.ho * g.wo;
         let mut y = vec![0f32; co * g.cols()];
         with_data(&w.matmul(&col)?, |m| {
@@ -254,7 +248,7 @@ impl CustomOp1 for Upsample2x {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let &[n, c, h, w] = l.dims() else { candle_core::bail!("upsample2x of {:?}", l.dims()) };
-        let x = data(s, l)?;
+        let x = data(s, l, "conv2d")?;
         let mut y = vec![0f32; 4 * x.len()];
         for plane in 0..n * c {
             for i in 0..h {
