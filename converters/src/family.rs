@@ -311,3 +311,10 @@ pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
         samples,
     })
 }
+
+/// The batch bound a zoo ONNX file was exported with: its `mote.max_batch` metadata.
+pub(crate) fn max_batch_of(onnx: &Path) -> Result<usize> {
+    let model = OnnxModel::load(onnx)?;
+    let v = model.metadata().iter().find(|(k, _)| k == "mote.max_batch").map(|(_, v)| v.clone());
+    Ok(v.ok_or_else(|| anyhow!("{} has no mote.max_batch metadata", onnx.display()))?.parse()?)
+}

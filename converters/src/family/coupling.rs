@@ -16,12 +16,12 @@ use crate::array::Array;
 use crate::convert::{self, Calibration, Converted, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::host;
-use crate::import::{Bounds, OnnxModel};
+use crate::import::Bounds;
 use crate::verify;
 use crate::zoo::coupling::train::{self as ft, max_abs_points, nll_per_dim, FlowReport, BASELINE_SEED, LATENT_SEED};
 use crate::zoo::coupling::CouplingKind;
 use crate::zoo::toy2d::{energy_distance, flatten, unflatten, Gaussian2, Point};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use std::path::Path;
 
@@ -113,19 +113,12 @@ impl FlowFigures {
     }
 }
 
-/// The batch bound of a flow folder: the `mote.max_batch` metadata of `forward.onnx`.
-fn batch_bound(dir: &Path) -> Result<usize> {
-    let onnx = OnnxModel::load(&dir.join("forward.onnx"))?;
-    let v = onnx.metadata().iter().find(|(k, _)| k == "mote.max_batch").map(|(_, v)| v.clone());
-    Ok(v.ok_or_else(|| anyhow!("{}: forward.onnx has no mote.max_batch metadata", dir.display()))?.parse()?)
-}
-
 /// Options converting `forward.onnx` of a flow folder with `inverse.onnx` as the second entry
 /// `inverse`: `n` bounded by the exported batch, int8 calibration of `forward` from `calib/`
 /// (training batches) and of `inverse` from N(0, 1) latents (the converter's default for
 /// extra entries).
 pub fn flow_options(dir: &Path, quant: QuantMode) -> Result<Options> {
-    let bounds: Bounds = [("n".to_string(), batch_bound(dir)?)].into_iter().collect();
+    let bounds: Bounds = [("n".to_string(), super::max_batch_of(&dir.join("forward.onnx"))?)].into_iter().collect();
     Ok(Options {
         quant,
         bounds,
@@ -200,7 +193,7 @@ pub fn evaluate_flow(dir: &Path, kind: CouplingKind) -> Result<FlowFigures> {
 /// `data/test.npy`) through the converter and the runtime, given candle's test NLL, the
 /// training set (for the fitted-Gaussian baseline) and the data noise (for the floor sample).
 pub(crate) fn measure_2d_flow(dir: &Path, nll_candle: f64, train: &[Point], noise: f32) -> Result<FlowFigures> {
-    let n = batch_bound(dir)?;
+    let n = super::max_batch_of(&dir.join("forward.onnx"))?;
     let (fwd_onnx, inv_onnx) = (dir.join("forward.onnx"), dir.join("inverse.onnx"));
     let f32m = convert::convert(&fwd_onnx, &flow_options(dir, QuantMode::F32)?)?;
     let i8m = convert::convert(&fwd_onnx, &flow_options(dir, QuantMode::Int8)?)?;

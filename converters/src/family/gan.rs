@@ -14,12 +14,12 @@ use crate::array::Array;
 use crate::convert::{self, Calibration, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::host;
-use crate::import::{Bounds, OnnxModel};
+use crate::import::Bounds;
 use crate::verify;
 use crate::zoo::gan::GanReport;
 use crate::zoo::vae::train::{energies, gaussians, LATENT_SEED};
 use crate::zoo::vae::PIXELS;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::path::Path;
 
@@ -86,16 +86,10 @@ impl GanFigures {
     }
 }
 
-fn batch_bound(dir: &Path) -> Result<usize> {
-    let onnx = OnnxModel::load(&dir.join("generator.onnx"))?;
-    let v = onnx.metadata().iter().find(|(k, _)| k == "mote.max_batch").map(|(_, v)| v.clone());
-    Ok(v.ok_or_else(|| anyhow!("{}: generator.onnx has no mote.max_batch metadata", dir.display()))?.parse()?)
-}
-
 /// Options converting `generator.onnx`: `n` bounded by the exported batch, int8 calibration
 /// from `calib/` (N(0, 1) latents).
 pub fn gan_options(dir: &Path, quant: QuantMode) -> Result<Options> {
-    let bounds: Bounds = [("n".to_string(), batch_bound(dir)?)].into_iter().collect();
+    let bounds: Bounds = [("n".to_string(), super::max_batch_of(&dir.join("generator.onnx"))?)].into_iter().collect();
     Ok(Options {
         quant,
         bounds,
@@ -128,7 +122,7 @@ pub fn generate(bytes: &[u8], z: &[f32], latent: usize, n: usize) -> Result<Vec<
 pub fn evaluate_gan(dir: &Path) -> Result<GanFigures> {
     let report = GanReport::read(dir)?;
     let l = report.options.config.latent;
-    let n = batch_bound(dir)?;
+    let n = super::max_batch_of(&dir.join("generator.onnx"))?;
     let onnx = dir.join("generator.onnx");
     let f32m = convert::convert(&onnx, &gan_options(dir, QuantMode::F32)?)?;
     let i8m = convert::convert(&onnx, &gan_options(dir, QuantMode::Int8)?)?;

@@ -12,10 +12,9 @@
 
 use super::{max_abs, stored_params, FamilyFigures, TaskMetric};
 use crate::array::Array;
-use crate::convert::{self, Calibration, Converted, Options};
+use crate::convert::{self, Converted, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::host;
-use crate::import::{Bounds, OnnxModel};
 use crate::verify;
 use crate::zoo::glow::data::to_pixels;
 use crate::zoo::glow::train::{energies, nll_per_dim, pr, GlowReport, LATENT_SEED};
@@ -119,25 +118,11 @@ impl GlowFigures {
     }
 }
 
-/// The batch bound of the folder: the `mote.max_batch` metadata of `forward.onnx`.
-fn batch_bound(dir: &Path) -> Result<usize> {
-    let onnx = OnnxModel::load(&dir.join("forward.onnx"))?;
-    let v = onnx.metadata().iter().find(|(k, _)| k == "mote.max_batch").map(|(_, v)| v.clone());
-    Ok(v.ok_or_else(|| anyhow!("{}: forward.onnx has no mote.max_batch metadata", dir.display()))?.parse()?)
-}
-
 /// Options converting `forward.onnx` of the Glow folder with `inverse.onnx` as the entry
 /// `inverse`: `n` bounded by the exported batch, calibration of `forward` from `calib/`
 /// (dequantised training images) and of `inverse` from N(0, 1) latents.
 pub fn glow_options(dir: &Path, quant: QuantMode) -> Result<Options> {
-    let bounds: Bounds = [("n".to_string(), batch_bound(dir)?)].into_iter().collect();
-    Ok(Options {
-        quant,
-        bounds,
-        calibration: Some(Calibration::Dir(dir.join("calib"))),
-        decode: false,
-        extra_entries: vec![("inverse".into(), dir.join("inverse.onnx"))],
-    })
+    super::coupling::flow_options(dir, quant)
 }
 
 /// Runs `entry` over the rows of `data` in batches shaped `shape` (its first dim the batch `n`,
@@ -253,7 +238,7 @@ pub fn evaluate_glow(dir: &Path) -> Result<GlowFigures> {
     let report = GlowReport::read(dir)?;
     let o = &report.options;
     let (side, d) = (o.config.side, o.config.dims());
-    let n = batch_bound(dir)?;
+    let n = super::max_batch_of(&dir.join("forward.onnx"))?;
     let (fwd_onnx, inv_onnx) = (dir.join("forward.onnx"), dir.join("inverse.onnx"));
     let f32m = convert::convert(&fwd_onnx, &glow_options(dir, QuantMode::F32)?)?;
     let i8m = convert::convert(&fwd_onnx, &glow_options(dir, QuantMode::Int8)?)?;

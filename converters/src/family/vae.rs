@@ -15,11 +15,11 @@ use crate::array::Array;
 use crate::convert::{self, Calibration, Converted, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::host;
-use crate::import::{Bounds, OnnxModel};
+use crate::import::Bounds;
 use crate::verify;
 use crate::zoo::vae::train::{score, Scored, VaeReport, VaeRunner, VaeScores};
 use crate::zoo::vae::{PIXELS, SIDE};
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use std::path::Path;
 
@@ -104,19 +104,12 @@ impl VaeFigures {
     }
 }
 
-/// The batch bound of the VAE folder: the `mote.max_batch` metadata of `decoder.onnx`.
-fn batch_bound(dir: &Path) -> Result<usize> {
-    let onnx = OnnxModel::load(&dir.join("decoder.onnx"))?;
-    let v = onnx.metadata().iter().find(|(k, _)| k == "mote.max_batch").map(|(_, v)| v.clone());
-    Ok(v.ok_or_else(|| anyhow!("{}: decoder.onnx has no mote.max_batch metadata", dir.display()))?.parse()?)
-}
-
 /// Options converting `decoder.onnx` (entry `forward`) with `encoder.onnx` as the entry
 /// `encode`: `n` bounded by the exported batch, int8 calibration of `forward` from `calib/`
 /// (prior latents and posterior samples of training images) and of `encode` from the
 /// converter's default for extra entries (N(0, 1) inputs).
 pub fn vae_options(dir: &Path, quant: QuantMode) -> Result<Options> {
-    let bounds: Bounds = [("n".to_string(), batch_bound(dir)?)].into_iter().collect();
+    let bounds: Bounds = [("n".to_string(), super::max_batch_of(&dir.join("decoder.onnx"))?)].into_iter().collect();
     Ok(Options {
         quant,
         bounds,
@@ -194,7 +187,7 @@ fn macs(c: &Converted, entry: &str) -> u64 {
 pub fn evaluate_vae(dir: &Path) -> Result<VaeFigures> {
     let report = VaeReport::read(dir)?;
     let latent = report.options.config.latent;
-    let n = batch_bound(dir)?;
+    let n = super::max_batch_of(&dir.join("decoder.onnx"))?;
     let (dec_onnx, enc_onnx) = (dir.join("decoder.onnx"), dir.join("encoder.onnx"));
     let f32m = convert::convert(&dec_onnx, &vae_options(dir, QuantMode::F32)?)?;
     let i8m = convert::convert(&dec_onnx, &vae_options(dir, QuantMode::Int8)?)?;
