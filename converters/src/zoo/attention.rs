@@ -48,6 +48,76 @@ pub fn export_seq_len(g: &mut GraphBuilder, x: &str) -> String {
     s
 }
 
+/// Multi-head attention of projected queries `q [b, T, H·dh]` over keys `k` and values `v`
+/// `[b, S, H·dh]` with `heads` heads: the scores `Q·Kᵀ`, times 1/√dh when `scaled`, plus each of
+/// `adds` (masks, biases; broadcast to `[b, H, T, S]`), `softmax` over the keys, and the heads
+/// merged back into `[b, T, H·dh]`.
+pub fn attend_heads(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    scaled: bool,
+    adds: &[&Tensor],
+    softmax: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (b, t, d) = q.dims3()?;
+    let s = k.dim(1)?;
+    let dh = d / heads;
+    let q = q.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous()?;
+    let kt = k.reshape((b, s, heads, dh))?.permute((0, 2, 3, 1))?.contiguous()?;
+    let v = v.reshape((b, s, heads, dh))?.transpose(1, 2)?.contiguous()?;
+    let mut scores = q.matmul(&kt)?;
+    if scaled {
+        scores = (scores * (1.0 / (dh as f64).sqrt()))?;
+    }
+    for a in adds {
+        scores = scores.broadcast_add(a)?;
+    }
+    softmax(&scores)?.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, d))
+}
+
+/// Softmax over the last axis (candle's).
+pub fn softmax_keys(scores: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::softmax(scores, D::Minus1)
+}
+
+/// ONNX of [`attend_heads`] in the current scope, the pattern the converter fuses into its
+/// `Attention` op: Q, K and V split into heads by `Reshape` to `heads_shape` (`[n, S, H, dh]`,
+/// one of n and S as -1) and `Transpose` (K to `[n, H, dh, S]` with perm `[0, 2, 3, 1]`), the
+/// scores' `MatMul`, a `Mul` by 1/√dh when `scaled`, an `Add` of each of `adds`, `Softmax`,
+/// `MatMul` with V, and the heads moved back and `Reshape`d to `merged`.
+pub fn export_heads(
+    g: &mut GraphBuilder,
+    (q, k, v): (&str, &str, &str),
+    heads_shape: [i64; 4],
+    merged: [i64; 3],
+    scaled: bool,
+    adds: &[&str],
+) -> String {
+    let shape = g.const_i64_vec(&heads_shape);
+    let mut split = |x: &str, perm: &[i64]| {
+        let r = g.op("Reshape", &[x, &shape], vec![]);
+        g.op("Transpose", &[&r], vec![attr_ints("perm", perm)])
+    };
+    let q = split(q, &[0, 2, 1, 3]);
+    let kt = split(k, &[0, 2, 3, 1]);
+    let v = split(v, &[0, 2, 1, 3]);
+    let mut scores = g.op("MatMul", &[&q, &kt], vec![]);
+    if scaled {
+        let scale = g.const_f32_scalar(1.0 / (heads_shape[3] as f32).sqrt());
+        scores = g.op("Mul", &[&scores, &scale], vec![]);
+    }
+    for a in adds {
+        scores = g.op("Add", &[&scores, a], vec![]);
+    }
+    let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+    let y = g.op("MatMul", &[&probs, &v], vec![]);
+    let y = g.op("Transpose", &[&y], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+    let merged = g.const_i64_vec(&merged);
+    g.op("Reshape", &[&y, &merged], vec![])
+}
+
 /// Causal multi-head self-attention with separate Q, K, V and output projections.
 #[derive(Clone, Debug)]
 pub struct CausalSelfAttention {
@@ -95,17 +165,10 @@ impl CausalSelfAttention {
 
 impl ZooLayer for CausalSelfAttention {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, s, d) = x.dims3()?;
-        let (h, dh) = (self.n_heads, self.head_dim());
-        let split = |t: Tensor| t.reshape((b, s, h, dh));
-        let q = split(self.q.forward(x)?)?.transpose(1, 2)?.contiguous()?;
-        let kt = split(self.k.forward(x)?)?.permute((0, 2, 3, 1))?.contiguous()?;
-        let v = split(self.v.forward(x)?)?.transpose(1, 2)?.contiguous()?;
-        let scores = (q.matmul(&kt)? * (1.0 / (dh as f64).sqrt()))?;
+        let s = x.dim(1)?;
+        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
         let mask = self.mask.narrow(0, 0, s)?.narrow(1, 0, s)?;
-        let probs = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
-        let y = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, s, d))?;
-        self.o.forward(&y)
+        self.o.forward(&attend_heads(&q, &k, &v, self.n_heads, true, &[&mask], softmax_keys)?)
     }
 
     fn export(&self, g: &mut GraphBuilder, input: &str) -> Result<String> {
@@ -129,26 +192,10 @@ impl ZooLayer for CausalSelfAttention {
             }
         };
         g.push_scope(&self.name);
-        let heads_shape = g.const_i64_vec(&[1, -1, h, dh]);
-        let mut split = |x: &str, perm: &[i64]| {
-            let r = g.op("Reshape", &[x, &heads_shape], vec![]);
-            g.op("Transpose", &[&r], vec![attr_ints("perm", perm)])
-        };
-        let q = split(&q, &[0, 2, 1, 3]);
-        let kt = split(&k, &[0, 2, 3, 1]);
-        let v = split(&v, &[0, 2, 1, 3]);
-        let scores = g.op("MatMul", &[&q, &kt], vec![]);
-        let scale = g.const_f32_scalar(1.0 / (dh as f32).sqrt());
-        let scores = g.op("Mul", &[&scores, &scale], vec![]);
         let starts = g.const_i64_vec(&[0, 0]);
         let axes = g.const_i64_vec(&[0, 1]);
         let mask = g.op("Slice", &[CAUSAL_MASK, &starts, &ends, &axes], vec![]);
-        let scores = g.op("Add", &[&scores, &mask], vec![]);
-        let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-        let y = g.op("MatMul", &[&probs, &v], vec![]);
-        let y = g.op("Transpose", &[&y], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-        let merged = g.const_i64_vec(&[1, -1, d as i64]);
-        let y = g.op("Reshape", &[&y, &merged], vec![]);
+        let y = export_heads(g, (&q, &k, &v), [1, -1, h, dh], [1, -1, d as i64], true, &[&mask]);
         g.pop_scope();
         self.o.export(g, &y)
     }

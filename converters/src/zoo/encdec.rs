@@ -30,13 +30,13 @@ pub use card::write_encdec_card;
 pub use train::{train_encdec, EncDecReport, EncDecTrainOptions};
 
 use anyhow::{ensure, Result};
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::attention::{export_seq_len, CausalSelfAttention};
+use super::attention::{attend_heads, export_heads, export_seq_len, softmax_keys, CausalSelfAttention};
 use super::encoder::{export_extended_mask, extended_mask, SelfAttention};
 use super::layers::{Embedding, LayerNorm, Linear, Mlp, Params, ZooLayer};
-use super::onnx_builder::{attr_int, attr_ints, DataType, Dim, GraphBuilder};
+use super::onnx_builder::{attr_int, DataType, Dim, GraphBuilder};
 
 /// Names of the ONNX inputs, in order.
 pub const INPUT_NAMES: [&str; 3] = ["src", "src_mask", "tgt"];
@@ -126,16 +126,8 @@ impl CrossAttention {
 
     /// The candle forward pass.
     pub fn forward(&self, x: &Tensor, mem: &Tensor, ext: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let s = mem.dim(1)?;
-        let (h, dh) = (self.n_heads, self.d_model / self.n_heads);
-        let q = self.q.forward(x)?.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous()?;
-        let kt = self.k.forward(mem)?.reshape((b, s, h, dh))?.permute((0, 2, 3, 1))?.contiguous()?;
-        let v = self.v.forward(mem)?.reshape((b, s, h, dh))?.transpose(1, 2)?.contiguous()?;
-        let scores = (q.matmul(&kt)? * (1.0 / (dh as f64).sqrt()))?.broadcast_add(ext)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let y = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?;
-        self.o.forward(&y)
+        let (q, k, v) = (self.q.forward(x)?, self.k.forward(mem)?, self.v.forward(mem)?);
+        self.o.forward(&attend_heads(&q, &k, &v, self.n_heads, true, &[ext], softmax_keys)?)
     }
 
     /// Appends the attention reading `x`, `mem` and the extended mask `ext`; returns its output.
@@ -145,23 +137,7 @@ impl CrossAttention {
         let k = self.k.export(g, mem)?;
         let v = self.v.export(g, mem)?;
         g.push_scope(&self.name);
-        let heads_shape = g.const_i64_vec(&[1, -1, h, dh]);
-        let mut split = |t: &str, perm: &[i64]| {
-            let r = g.op("Reshape", &[t, &heads_shape], vec![]);
-            g.op("Transpose", &[&r], vec![attr_ints("perm", perm)])
-        };
-        let q = split(&q, &[0, 2, 1, 3]);
-        let kt = split(&k, &[0, 2, 3, 1]);
-        let v = split(&v, &[0, 2, 1, 3]);
-        let scores = g.op("MatMul", &[&q, &kt], vec![]);
-        let scale = g.const_f32_scalar(1.0 / (dh as f32).sqrt());
-        let scores = g.op("Mul", &[&scores, &scale], vec![]);
-        let scores = g.op("Add", &[&scores, ext], vec![]);
-        let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-        let y = g.op("MatMul", &[&probs, &v], vec![]);
-        let y = g.op("Transpose", &[&y], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-        let merged = g.const_i64_vec(&[1, -1, d]);
-        let y = g.op("Reshape", &[&y, &merged], vec![]);
+        let y = export_heads(g, (&q, &k, &v), [1, -1, h, dh], [1, -1, d], true, &[ext]);
         g.pop_scope();
         self.o.export(g, &y)
     }

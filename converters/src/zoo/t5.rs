@@ -34,7 +34,7 @@ use anyhow::{ensure, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
-use super::attention::{export_seq_len, MASK_NEG};
+use super::attention::{attend_heads, export_heads, export_seq_len, softmax_keys, MASK_NEG};
 use super::layers::{export_tensor, Embedding, Linear, Params, ZooLayer};
 use super::onnx_builder::{attr_int, attr_ints, DataType, Dim, GraphBuilder};
 
@@ -146,16 +146,8 @@ impl T5Attention {
 
     /// `bias [1, H, S, S]` and `mask [B, 1, S, S]` are added to the unscaled scores.
     fn forward(&self, x: &Tensor, bias: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, s, d) = x.dims3()?;
-        let (h, dh) = (self.n_heads, self.d_model / self.n_heads);
-        let split = |t: Tensor| t.reshape((b, s, h, dh));
-        let q = split(self.q.forward(x)?)?.transpose(1, 2)?.contiguous()?;
-        let kt = split(self.k.forward(x)?)?.permute((0, 2, 3, 1))?.contiguous()?;
-        let v = split(self.v.forward(x)?)?.transpose(1, 2)?.contiguous()?;
-        let scores = q.matmul(&kt)?.broadcast_add(bias)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let y = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, s, d))?;
-        self.o.forward(&y)
+        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
+        self.o.forward(&attend_heads(&q, &k, &v, self.n_heads, false, &[bias, mask], softmax_keys)?)
     }
 
     fn export(&self, g: &mut GraphBuilder, input: &str, bias: &str, mask: &str) -> Result<String> {
@@ -164,22 +156,7 @@ impl T5Attention {
         let k = self.k.export(g, input)?;
         let v = self.v.export(g, input)?;
         g.push_scope(&self.name);
-        let heads_shape = g.const_i64_vec(&[1, -1, h, dh]);
-        let mut split = |x: &str, perm: &[i64]| {
-            let r = g.op("Reshape", &[x, &heads_shape], vec![]);
-            g.op("Transpose", &[&r], vec![attr_ints("perm", perm)])
-        };
-        let q = split(&q, &[0, 2, 1, 3]);
-        let kt = split(&k, &[0, 2, 3, 1]);
-        let v = split(&v, &[0, 2, 1, 3]);
-        let scores = g.op("MatMul", &[&q, &kt], vec![]);
-        let scores = g.op("Add", &[&scores, bias], vec![]);
-        let scores = g.op("Add", &[&scores, mask], vec![]);
-        let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-        let y = g.op("MatMul", &[&probs, &v], vec![]);
-        let y = g.op("Transpose", &[&y], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-        let merged = g.const_i64_vec(&[1, -1, self.d_model as i64]);
-        let y = g.op("Reshape", &[&y, &merged], vec![]);
+        let y = export_heads(g, (&q, &k, &v), [1, -1, h, dh], [1, -1, self.d_model as i64], false, &[bias, mask]);
         g.pop_scope();
         self.o.export(g, &y)
     }

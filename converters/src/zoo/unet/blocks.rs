@@ -20,6 +20,7 @@ use anyhow::{ensure, Result};
 use candle_core::{Tensor, Var, D};
 
 use super::fused::silu;
+use crate::zoo::attention::{attend_heads, export_heads};
 use crate::zoo::diffusion::Silu;
 use crate::zoo::layers::{export_tensor, Linear, Params, ZooLayer};
 use crate::zoo::onnx_builder::{attr_float, attr_int, attr_ints, attr_string, GraphBuilder};
@@ -250,14 +251,9 @@ impl SelfAttention2d {
 impl ZooLayer for SelfAttention2d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
-        let (s, nh, dh) = (h * w, self.heads, self.head_dim());
-        let tokens = self.norm.forward(x)?.reshape((n, c, s))?.transpose(1, 2)?.contiguous()?;
-        let split = |t: Tensor| -> candle_core::Result<Tensor> { t.reshape((n, s, nh, dh))?.transpose(1, 2) };
-        let q = split(self.q.forward(&tokens)?)?.contiguous()?;
-        let kt = split(self.k.forward(&tokens)?)?.transpose(2, 3)?.contiguous()?;
-        let v = split(self.v.forward(&tokens)?)?.contiguous()?;
-        let scores = (q.matmul(&kt)? * (1.0 / (dh as f64).sqrt()))?;
-        let y = softmax_last(&scores)?.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((n, s, c))?;
+        let tokens = self.norm.forward(x)?.reshape((n, c, h * w))?.transpose(1, 2)?.contiguous()?;
+        let (q, k, v) = (self.q.forward(&tokens)?, self.k.forward(&tokens)?, self.v.forward(&tokens)?);
+        let y = attend_heads(&q, &k, &v, self.heads, true, &[], softmax_last)?;
         let y = self.o.forward(&y)?.transpose(1, 2)?.contiguous()?.reshape((n, c, h, w))?;
         x + y
     }
@@ -282,22 +278,7 @@ impl SelfAttention2d {
         let k = self.k.export(g, &tokens)?;
         let v = self.v.export(g, &tokens)?;
         g.push_scope(&self.name);
-        let heads_shape = g.const_i64_vec(&[-1, s, nh, dh]);
-        let mut split = |x: &str, perm: &[i64]| {
-            let r = g.op("Reshape", &[x, &heads_shape], vec![]);
-            g.op("Transpose", &[&r], vec![attr_ints("perm", perm)])
-        };
-        let q = split(&q, &[0, 2, 1, 3]);
-        let kt = split(&k, &[0, 2, 3, 1]);
-        let v = split(&v, &[0, 2, 1, 3]);
-        let scores = g.op("MatMul", &[&q, &kt], vec![]);
-        let scale = g.const_f32_scalar(1.0 / (dh as f32).sqrt());
-        let scores = g.op("Mul", &[&scores, &scale], vec![]);
-        let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-        let y = g.op("MatMul", &[&probs, &v], vec![]);
-        let y = g.op("Transpose", &[&y], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-        let merged = g.const_i64_vec(&[-1, s, c]);
-        let y = g.op("Reshape", &[&y, &merged], vec![]);
+        let y = export_heads(g, (&q, &k, &v), [-1, s, nh, dh], [-1, s, c], true, &[]);
         g.pop_scope();
         let y = self.o.export(g, &y)?;
         g.push_scope(&self.name);
