@@ -52,6 +52,18 @@ pub struct Converted {
     pub decode_dim: Option<String>,
 }
 
+impl Converted {
+    /// Arena bytes and the largest entry plan's lower bound.
+    pub fn arena_and_lower_bound(&self) -> (usize, usize) {
+        (self.inspection.arena_bytes, self.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0))
+    }
+
+    /// MACs of one call of `entry` (0 when the file has no such entry).
+    pub fn entry_macs(&self, entry: &str) -> u64 {
+        self.inspection.entries.iter().find(|e| e.entry == entry).map_or(0, |e| e.macs)
+    }
+}
+
 fn fused(model: &OnnxModel, bounds: &Bounds) -> Result<Graph> {
     let mut g = model.instantiate(bounds)?;
     passes::run_all(&mut g)?;

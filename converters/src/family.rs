@@ -40,6 +40,7 @@ pub mod encdec;
 pub mod gan;
 pub mod glow;
 pub mod ldm;
+pub mod m4;
 pub mod mlm;
 pub mod planar;
 pub mod switch;
@@ -101,8 +102,8 @@ fn memory_figures(f32m: &convert::Converted, i8m: &convert::Converted) -> (usize
     (
         f32m.bytes.len(),
         i8m.bytes.len(),
-        i8m.inspection.arena_bytes,
-        i8m.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0),
+        i8m.arena_and_lower_bound().0,
+        i8m.arena_and_lower_bound().1,
         i8m.inspection.state_bytes,
     )
 }
@@ -298,7 +299,7 @@ pub fn evaluate_gpt(dir: &Path) -> Result<GptFigures> {
         plan_ratio_f32: forward_plan(&f32m),
         plan_ratio_int8: forward_plan(&i8m),
         state_int8,
-        macs_per_token: i8m.inspection.entries.iter().find(|e| e.entry == "decode_step").map(|e| e.macs).unwrap_or(0),
+        macs_per_token: i8m.entry_macs("decode_step"),
         f32_vs_tract_max_abs: vs_tract,
         f32_vs_candle_max_abs: vs_candle,
         heldout_positions: e32.positions,
@@ -317,4 +318,14 @@ pub(crate) fn max_batch_of(onnx: &Path) -> Result<usize> {
     let model = OnnxModel::load(onnx)?;
     let v = model.metadata().iter().find(|(k, _)| k == "mote.max_batch").map(|(_, v)| v.clone());
     Ok(v.ok_or_else(|| anyhow!("{} has no mote.max_batch metadata", onnx.display()))?.parse()?)
+}
+
+/// The diffusion step counts a converted file lists in its metadata (empty: any).
+pub(crate) fn listed_steps(c: &convert::Converted) -> Vec<usize> {
+    c.inspection
+        .metadata
+        .iter()
+        .find(|(k, _)| k == mote::diffusion::STEPS_KEY)
+        .map(|(_, v)| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }

@@ -46,3 +46,35 @@ pub fn gpt_options(quant: mote_converters::emit::dtypes::QuantMode, seq: usize) 
         extra_entries: Vec::new(),
     }
 }
+
+/// The Cortex-M4 figures a diffusion family's card quotes (`m4.json` of `models/<run.family>`),
+/// checked against the committed device file: measured by `run`'s command on this very file,
+/// bit-exact with the host, the model embedded whole, the arena and state at least what the
+/// file asks for, and one sample costing its `2 × steps` guided denoiser calls plus at most 10%
+/// of sampler arithmetic.
+pub fn current_m4_figures(run: &mote_converters::family::m4::DeviceRun) -> mote_converters::family::m4::M4Figures {
+    let dir = model_dir(run.family);
+    let m = mote_converters::family::m4::M4Figures::read(&dir)
+        .unwrap_or_else(|| panic!("models/{}/m4.json is missing or unreadable", run.family));
+    println!("{m:?}");
+    assert!(
+        m.current(&dir, run),
+        "m4.json was measured on an earlier {} (run `mote zoo refresh {}`)",
+        run.file,
+        run.family
+    );
+    assert_eq!(m.command, run.command());
+    assert!(m.bit_exact, "the device's outputs differ from the host's");
+    let bytes = std::fs::read(dir.join(run.file)).expect("device file");
+    let model = mote::Model::parse(&bytes).expect("device file parses");
+    assert!(m.model >= bytes.len() as u64, "{} embedded bytes for a {}-byte file", m.model, bytes.len());
+    assert!(m.arena >= model.arena_bytes() as u64 && m.state >= model.state_bytes() as u64);
+    let calls = 2.0 * run.steps as f64 * m.forward_instructions;
+    assert!(
+        (calls..=1.1 * calls).contains(&m.sample_instructions),
+        "a sample takes {} instructions, {} guided denoiser calls {calls}",
+        m.sample_instructions,
+        2 * run.steps
+    );
+    m
+}

@@ -176,7 +176,7 @@ fn nll_per_dim(log_prob: &[f32], dim: usize) -> f64 {
 }
 
 fn macs(c: &Converted, entry: &str) -> u64 {
-    c.inspection.entries.iter().find(|e| e.entry == entry).map_or(0, |e| e.macs) / BATCH_ROWS as u64
+    c.entry_macs(entry) / BATCH_ROWS as u64
 }
 
 /// NLL (nats/dim) of `x` under the model `bytes`.
@@ -341,7 +341,7 @@ pub fn evaluate_ar_flow(dir: &Path) -> Result<ArFlowFigures> {
         flash_f32: f32m.bytes.len(),
         flash_int8: i8m.bytes.len(),
         arena_int8: i8m.inspection.arena_bytes,
-        lower_bound_int8: i8m.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0),
+        lower_bound_int8: i8m.arena_and_lower_bound().1,
         batch: BATCH_ROWS,
         macs_forward: macs(&f32m, "forward"),
         macs_inverse: macs(&f32m, "inverse"),

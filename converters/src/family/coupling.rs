@@ -13,7 +13,7 @@
 
 use super::{max_abs, stored_params, FamilyFigures, TaskMetric};
 use crate::array::Array;
-use crate::convert::{self, Calibration, Converted, Options};
+use crate::convert::{self, Calibration, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::host;
 use crate::import::Bounds;
@@ -171,14 +171,6 @@ fn run_file(bytes: &[u8], test: &[Point], latents: &[Point], n: usize) -> Result
     })
 }
 
-fn peak(c: &Converted) -> (usize, usize) {
-    (c.inspection.arena_bytes, c.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0))
-}
-
-fn macs(c: &Converted, entry: &str) -> u64 {
-    c.inspection.entries.iter().find(|e| e.entry == entry).map(|e| e.macs).unwrap_or(0)
-}
-
 /// Measures the flow family `kind` in `dir`.
 pub fn evaluate_flow(dir: &Path, kind: CouplingKind) -> Result<FlowFigures> {
     let report = FlowReport::read(dir)?;
@@ -227,7 +219,8 @@ pub(crate) fn measure_2d_flow(dir: &Path, nll_candle: f64, train: &[Point], nois
     let floor = crate::zoo::toy2d::two_moons(test.len(), noise, ft::FLOOR_SEED);
 
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_default();
-    let ((arena_f32, lower_bound_f32), (arena_int8, lower_bound_int8)) = (peak(&f32m), peak(&i8m));
+    let ((arena_f32, lower_bound_f32), (arena_int8, lower_bound_int8)) =
+        (f32m.arena_and_lower_bound(), i8m.arena_and_lower_bound());
     Ok(FlowFigures {
         params: stored_params(&f32m.bytes)?,
         entries,
@@ -240,8 +233,8 @@ pub(crate) fn measure_2d_flow(dir: &Path, nll_candle: f64, train: &[Point], nois
         lower_bound_int8,
         state_int8: i8m.inspection.state_bytes,
         batch: n,
-        macs_forward: macs(&i8m, "forward"),
-        macs_inverse: macs(&i8m, "inverse"),
+        macs_forward: i8m.entry_macs("forward"),
+        macs_inverse: i8m.entry_macs("inverse"),
         f32_vs_tract_max_abs: vs_tract,
         log_prob_vs_candle_max_abs: log_prob_vs_candle,
         latent_vs_candle_max_abs: latent_vs_candle,

@@ -11,6 +11,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+use super::m4::DeviceRun;
 use super::{max_abs, stored_params, FamilyFigures, TaskMetric};
 use crate::array::{Array, Data};
 use crate::convert::{self, Calibration, Converted, Options};
@@ -28,6 +29,10 @@ use mote::diffusion::{sample, Condition, Method, Request};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
+
+/// The Cortex-M4 run recorded in `m4.json`: one guided sample of the 4-step student.
+pub const DEVICE_RUN: DeviceRun =
+    DeviceRun { family: "ddpm", file: "student4.int8.mote", steps: 4, class: 1, scale: 3.0 };
 
 /// Unconditional runtime samples per quality row (against as many held-out glyphs).
 pub const RUNTIME_SAMPLES: usize = 512;
@@ -182,10 +187,6 @@ fn op_counts(c: &Converted) -> Vec<(String, usize)> {
     out
 }
 
-fn peak(c: &Converted) -> (usize, usize) {
-    (c.inspection.arena_bytes, c.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0))
-}
-
 /// Row `i` of a batch-first array, as a batch of one.
 pub fn batch_row(a: &Array, i: usize) -> Array {
     let per: usize = a.shape.iter().skip(1).product();
@@ -284,10 +285,10 @@ pub fn evaluate_ddpm(dir: &Path, model: &str, full: bool) -> Result<DdpmFigures>
         params: stored_params(&f32m.bytes)?,
         batch: o.config.max_batch,
         flash: (f32m.bytes.len(), i8m.bytes.len()),
-        arena_f32: peak(&f32m),
-        arena_int8: peak(&i8m),
+        arena_f32: f32m.arena_and_lower_bound(),
+        arena_int8: i8m.arena_and_lower_bound(),
         state: f32m.inspection.state_bytes,
-        macs_per_call: f32m.inspection.entries.first().map(|e| e.macs).unwrap_or(0),
+        macs_per_call: f32m.entry_macs("forward"),
         ops: op_counts(&f32m),
         int8_ops,
         f32_vs_tract_max_abs,

@@ -16,7 +16,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use super::{max_abs, stored_params, FamilyFigures, TaskMetric};
+use super::{listed_steps, max_abs, stored_params, FamilyFigures, TaskMetric};
 use crate::array::Array;
 use crate::convert::{self, Calibration, Converted, Options};
 use crate::emit::dtypes::QuantMode;
@@ -222,24 +222,6 @@ pub fn runtime_samples(
     Ok(points)
 }
 
-fn macs(c: &Converted) -> u64 {
-    c.inspection.entries.first().map(|e| e.macs).unwrap_or(0)
-}
-
-fn peak(c: &Converted) -> (usize, usize) {
-    (c.inspection.arena_bytes, c.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0))
-}
-
-/// The step counts a file lists in its metadata (empty: any).
-fn listed_steps(c: &Converted) -> Vec<usize> {
-    c.inspection
-        .metadata
-        .iter()
-        .find(|(k, _)| k == mote::diffusion::STEPS_KEY)
-        .map(|(_, v)| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_default()
-}
-
 /// One model file converted in f32 and int8, with its figures.
 pub struct ConvertedFile {
     /// The f32 conversion.
@@ -304,10 +286,10 @@ impl Ddpm2dDir {
             steps: listed_steps(&f32m),
             flash_f32: f32m.bytes.len(),
             flash_int8: i8m.bytes.len(),
-            arena_f32: peak(&f32m),
-            arena_int8: peak(&i8m),
+            arena_f32: f32m.arena_and_lower_bound(),
+            arena_int8: i8m.arena_and_lower_bound(),
             state: f32m.inspection.state_bytes,
-            macs_per_call: macs(&f32m),
+            macs_per_call: f32m.entry_macs("forward"),
             f32_vs_tract_max_abs: max_abs(&got, &tract),
             f32_vs_candle_max_abs: max_abs(&got, &golden("v")?.to_f32()),
         };

@@ -136,16 +136,14 @@ pub fn evaluate_gan(dir: &Path) -> Result<GanFigures> {
     let samples_f32 = generate(&f32m.bytes, &z, l, n)?;
     let samples_int8 = generate(&i8m.bytes, &z, l, n)?;
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_default();
-    let peak =
-        |c: &convert::Converted| (c.inspection.arena_bytes, c.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0));
     Ok(GanFigures {
         params: stored_params(&f32m.bytes)?,
         flash_f32: f32m.bytes.len(),
         flash_int8: i8m.bytes.len(),
-        arena_f32: peak(&f32m),
-        arena_int8: peak(&i8m),
+        arena_f32: f32m.arena_and_lower_bound(),
+        arena_int8: i8m.arena_and_lower_bound(),
         batch: n,
-        macs: i8m.inspection.entries.iter().find(|e| e.entry == "forward").map(|e| e.macs).unwrap_or(0),
+        macs: i8m.entry_macs("forward"),
         ops: i8m.inspection.ops.iter().map(|o| o.op.clone()).collect(),
         f32_vs_tract_max_abs: max_abs(&got, &tract),
         f32_vs_candle_max_abs: max_abs(&got, &want),

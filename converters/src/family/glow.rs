@@ -224,13 +224,8 @@ fn run_file(bytes: &[u8], test: &[f32], latents: &[f32], n: usize, side: usize) 
 
 /// `(arena, lower bound, arena without in-place)`, each the peak over entries.
 fn peak(c: &Converted) -> (usize, usize, usize) {
-    let lower = c.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0);
-    let no_in_place = c.plans.iter().map(|p| p.arena_without_in_place).max().unwrap_or(0);
-    (c.inspection.arena_bytes, lower, no_in_place)
-}
-
-fn macs(c: &Converted, entry: &str) -> u64 {
-    c.inspection.entries.iter().find(|e| e.entry == entry).map(|e| e.macs).unwrap_or(0)
+    let (arena, lower) = c.arena_and_lower_bound();
+    (arena, lower, c.plans.iter().map(|p| p.arena_without_in_place).max().unwrap_or(0))
 }
 
 /// Measures the Glow family in `dir` (`models/glow`).
@@ -290,8 +285,8 @@ pub fn evaluate_glow(dir: &Path) -> Result<GlowFigures> {
         arena_int8_without_in_place,
         state_int8: i8m.inspection.state_bytes,
         batch: n,
-        macs_forward: macs(&i8m, "forward"),
-        macs_inverse: macs(&i8m, "inverse"),
+        macs_forward: i8m.entry_macs("forward"),
+        macs_inverse: i8m.entry_macs("inverse"),
         f32_vs_tract_max_abs: vs_tract,
         log_prob_vs_candle_max_abs: log_prob_vs_candle,
         latent_vs_candle_max_abs: latent_vs_candle,

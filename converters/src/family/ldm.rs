@@ -23,7 +23,8 @@ mod evaluate;
 pub use baselines::{Baselines, LatentGaussian};
 pub use evaluate::{evaluate_ldm, evaluate_ldm_student, Int8Figures, LdmFigures, Panels};
 
-use super::{max_abs, stored_params, FamilyFigures, TaskMetric};
+use super::m4::DeviceRun;
+use super::{listed_steps, max_abs, stored_params, FamilyFigures, TaskMetric};
 use crate::array::Array;
 use crate::convert::{self, Calibration, Converted, Options};
 use crate::emit::dtypes::QuantMode;
@@ -37,6 +38,9 @@ use anyhow::{anyhow, ensure, Context, Result};
 use mote::diffusion::{sample, Condition, Method, Request};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+
+/// The Cortex-M4 run recorded in `m4.json`: one guided 4-step sample, decoded.
+pub const DEVICE_RUN: DeviceRun = DeviceRun { family: "ldm", file: "model.int8.mote", steps: 4, class: 1, scale: 3.0 };
 
 /// Sample runs per quality row (8 latents each: 512 decoded samples, the held-out set's size).
 pub const QUALITY_RUNS: u64 = 64;
@@ -190,23 +194,6 @@ pub fn ldm_options(dir: &Path, model: &str, quant: QuantMode) -> Result<Options>
     })
 }
 
-fn entry_macs(c: &Converted, entry: &str) -> u64 {
-    c.inspection.entries.iter().find(|e| e.entry == entry).map(|e| e.macs).unwrap_or(0)
-}
-
-fn peak(c: &Converted) -> (usize, usize) {
-    (c.inspection.arena_bytes, c.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0))
-}
-
-fn listed_steps(c: &Converted) -> Vec<usize> {
-    c.inspection
-        .metadata
-        .iter()
-        .find(|(k, _)| k == mote::diffusion::STEPS_KEY)
-        .map(|(_, v)| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_default()
-}
-
 /// A `models/ldm` folder as the measurements see it.
 pub struct LdmDir {
     dir: PathBuf,
@@ -259,11 +246,11 @@ impl LdmDir {
             steps: listed_steps(&f32m),
             flash_f32: f32m.bytes.len(),
             flash_int8: i8m.as_ref().map(|c| c.bytes.len()),
-            arena_f32: peak(&f32m),
-            arena_int8: i8m.as_ref().map(peak),
+            arena_f32: f32m.arena_and_lower_bound(),
+            arena_int8: i8m.as_ref().map(Converted::arena_and_lower_bound),
             state: f32m.inspection.state_bytes,
-            macs_denoise_call: entry_macs(&f32m, "forward"),
-            macs_decode_call: entry_macs(&f32m, "decode"),
+            macs_denoise_call: f32m.entry_macs("forward"),
+            macs_decode_call: f32m.entry_macs("decode"),
             denoise_vs_tract: max_abs(&got, &tract),
             denoise_vs_candle: max_abs(&got, &golden("v")?.to_f32()),
             decode_vs_tract: max_abs(&decoded, &decoded_tract),

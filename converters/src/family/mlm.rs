@@ -180,7 +180,7 @@ pub fn evaluate_mlm(dir: &Path) -> Result<MlmFigures> {
         lower_bound_int8,
         state_int8,
         seq,
-        macs_forward: i8m.inspection.entries.iter().find(|e| e.entry == "forward").map(|e| e.macs).unwrap_or(0),
+        macs_forward: i8m.entry_macs("forward"),
         fused_attention_ops: i8m.inspection.ops.iter().filter(|o| o.op.starts_with("Attention")).count(),
         f32_vs_tract_max_abs: vs_tract,
         f32_vs_candle_max_abs: vs_candle,

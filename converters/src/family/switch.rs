@@ -121,7 +121,7 @@ pub fn evaluate_switch(dir: &Path) -> Result<SwitchFigures> {
         let (n, m, d, _) = moe_macs(&i8m.bytes, "decode_step")?;
         (n, m, d)
     };
-    let macs_per_token = i8m.inspection.entries.iter().find(|e| e.entry == "decode_step").map(|e| e.macs).unwrap_or(0);
+    let macs_per_token = i8m.entry_macs("decode_step");
     let committed = std::fs::read(dir.join("model.int8.mote")).unwrap_or_default();
     let (flash_f32, flash_int8, arena_int8, lower_bound_int8, state_int8) = memory_figures(&f32m, &i8m);
     Ok(SwitchFigures {

@@ -245,7 +245,7 @@ pub fn evaluate_t5(dir: &Path) -> Result<T5Figures> {
         arena_int8,
         lower_bound_int8,
         state_int8,
-        macs_per_token: i8m.inspection.entries.iter().find(|e| e.entry == "decode_step").map(|e| e.macs).unwrap_or(0),
+        macs_per_token: i8m.entry_macs("decode_step"),
         fused_prefix_bias_ops: fused_prefix_bias_ops(&onnx, &o8)?,
         f32_vs_tract_max_abs: vs_tract,
         f32_vs_candle_max_abs: vs_candle,

@@ -12,7 +12,7 @@
 
 use super::{max_abs, stored_params, FamilyFigures, TaskMetric};
 use crate::array::Array;
-use crate::convert::{self, Calibration, Converted, Options};
+use crate::convert::{self, Calibration, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::host;
 use crate::import::Bounds;
@@ -175,14 +175,6 @@ impl VaeRunner for HostVae<'_> {
     }
 }
 
-fn peak(c: &Converted) -> (usize, usize) {
-    (c.inspection.arena_bytes, c.plans.iter().map(|p| p.lower_bound).max().unwrap_or(0))
-}
-
-fn macs(c: &Converted, entry: &str) -> u64 {
-    c.inspection.entries.iter().find(|e| e.entry == entry).map(|e| e.macs).unwrap_or(0)
-}
-
 /// Measures the VAE family in `dir`.
 pub fn evaluate_vae(dir: &Path) -> Result<VaeFigures> {
     let report = VaeReport::read(dir)?;
@@ -220,7 +212,8 @@ pub fn evaluate_vae(dir: &Path) -> Result<VaeFigures> {
     let r8: Scored = score(&mut HostVae { bytes: &i8m.bytes, n, latent }, &test, latent)?;
 
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_default();
-    let ((arena_f32, lower_bound_f32), (arena_int8, lower_bound_int8)) = (peak(&f32m), peak(&i8m));
+    let ((arena_f32, lower_bound_f32), (arena_int8, lower_bound_int8)) =
+        (f32m.arena_and_lower_bound(), i8m.arena_and_lower_bound());
     Ok(VaeFigures {
         params: stored_params(&f32m.bytes)?,
         entries,
@@ -231,8 +224,8 @@ pub fn evaluate_vae(dir: &Path) -> Result<VaeFigures> {
         arena_int8,
         lower_bound_int8,
         batch: n,
-        macs_decode: macs(&i8m, "forward"),
-        macs_encode: macs(&i8m, "encode"),
+        macs_decode: i8m.entry_macs("forward"),
+        macs_encode: i8m.entry_macs("encode"),
         f32_vs_tract_max_abs: vs_tract,
         encode_vs_candle_max_abs: encode_vs_candle,
         decode_vs_candle_max_abs: decode_vs_candle,

@@ -217,7 +217,7 @@ pub fn evaluate_xl(dir: &Path) -> Result<XlFigures> {
     )?;
     let committed = std::fs::read(dir.join("model.int8.mote")).unwrap_or_default();
     let (flash_f32, flash_int8, arena_int8, lower_bound_int8, state_int8) = memory_figures(&f32m, &i8m);
-    let forward = i8m.inspection.entries.iter().find(|e| e.entry == "forward").map(|e| e.macs).unwrap_or(0);
+    let forward = i8m.entry_macs("forward");
     Ok(XlFigures {
         params: stored_params(&f32m.bytes)?,
         flash_f32,

@@ -1,13 +1,18 @@
-//! `mote zoo` for `ddpm` (the UNet on glyphs): train the teacher, convert the device file
-//! (`teacher.mote`, one image per call, f32 and int8), measure it on the runtime's sampler and
-//! write the card.
+//! `mote zoo` for `ddpm` (the UNet on glyphs): train the teacher, distil it into 4-, 2- and
+//! 1-step students, convert the device files (`teacher.mote`, `student4.mote`, one image per
+//! call, f32 and int8), measure them on the runtime's sampler, run the 4-step student on the
+//! QEMU Cortex-M4 when the toolchain is there and write the card.
 
 use super::{print_rounds, DistillSettings, TrainSettings, ZooFamily};
-use crate::family::ddpm::{convert_device, evaluate_ddpm, DdpmFigures, RUNTIME_GUIDED_PER_CLASS, RUNTIME_SAMPLES};
+use crate::family::ddpm::{
+    convert_device, evaluate_ddpm, DdpmFigures, DEVICE_RUN, RUNTIME_GUIDED_PER_CLASS, RUNTIME_SAMPLES,
+};
+use crate::family::m4::{self, M4Figures};
 use crate::report::bytes;
 use crate::zoo::diffusion::DistillReport;
 use crate::zoo::unet::card::write_card;
 use crate::zoo::unet::distill::{ddpm_distill_options, distill};
+use crate::zoo::unet::sampling::to_pixels;
 use crate::zoo::unet::train::{train_teacher, TeacherReport, TrainOptions};
 use crate::zoo::vae::glyphs::grid_png;
 use crate::zoo::vae::PIXELS;
@@ -123,6 +128,7 @@ fn publish(dir: &Path) -> Result<()> {
         section.push_str(&card_section(f, *ratio));
     }
     section.push_str(&students_section(&figures));
+    section.push_str(&m4_section(dir, m4::refresh(dir, &DEVICE_RUN, &to_pixels)?.as_ref()));
     write_card(dir, &t, DistillReport::read(dir).ok().as_ref(), &section)?;
     print!("{section}");
     let row = all.iter().find(|(f, _)| f.model == report_model(dir)).map(|(f, _)| f.summary());
@@ -160,6 +166,38 @@ fn students_section(figures: &[&DdpmFigures]) -> String {
         "\n![runtime samples](runtime_samples.png)\n\n`runtime_samples.png`: the first 48 unconditional runtime \
          samples of each device file (teacher with 4 DDIM steps, then the 4-step student), f32 | int8 from the same \
          noise.\n"
+    );
+    s
+}
+
+/// The card section of the Cortex-M4 run.
+fn m4_section(dir: &Path, device: Option<&M4Figures>) -> String {
+    let mut s = String::from("## On a Cortex-M4 (QEMU)\n\n");
+    let Some(m) = device else {
+        s.push_str(
+            "Not measured yet: install the firmware toolchain (`.ci/setup-toolchain.sh`) and run `mote zoo refresh ddpm`.\n\n",
+        );
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "`{}`{}: one guided {}-step sample ({} denoiser calls) takes {:.1} M instructions ({:.1} M per call); the \
+         device's outputs equal the host's bit for bit: {}. Flash {} (model {}), static RAM {} (arena {}, sampler \
+         state {}) plus {} of stack.\n\n![device](device.png)\n\n`device.png`: the glyph the device drew (class {}).\n",
+        m.command,
+        m.staleness(dir, &DEVICE_RUN),
+        DEVICE_RUN.steps,
+        2 * DEVICE_RUN.steps,
+        m.sample_instructions / 1e6,
+        m.forward_instructions / 1e6,
+        m.bit_exact,
+        bytes(m.flash as usize),
+        bytes(m.model as usize),
+        bytes(m.ram_static as usize),
+        bytes(m.arena as usize),
+        bytes(m.state as usize),
+        bytes(m.stack as usize),
+        DEVICE_RUN.class
     );
     s
 }

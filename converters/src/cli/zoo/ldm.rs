@@ -3,11 +3,10 @@
 //! with the VAE's decoder as `decode`, f32 and int8), measure everything on the runtime, run it
 //! on the QEMU Cortex-M4 when the toolchain is there, plot, and write the card.
 
-mod m4;
-
 use super::{print_rounds, DistillSettings, TrainSettings, ZooFamily};
 use crate::emit::dtypes::QuantMode;
 use crate::family::ldm::{self as fl, LdmFigures, GUIDANCE_RUNS, QUALITY_RUNS};
+use crate::family::m4::{self, M4Figures};
 use crate::family::FamilyFigures;
 use crate::report::bytes;
 use crate::zoo::diffusion::DistillReport;
@@ -15,7 +14,6 @@ use crate::zoo::ldm::card::write_ldm_card;
 use crate::zoo::ldm::{self as zl, LatentGlyphs, LdmReport};
 use crate::zoo::vae::glyphs::{grid_png, GLYPH_CLASSES};
 use anyhow::Result;
-use m4::M4Figures;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -87,7 +85,7 @@ fn publish(dir: &Path) -> Result<()> {
     let f = fl::evaluate_ldm(dir)?;
     std::fs::write(dir.join("figures.json"), serde_json::to_string_pretty(&f)?)?;
     plots(dir, &f)?;
-    let device = m4::refresh(dir)?;
+    let device = m4::refresh(dir, &fl::DEVICE_RUN, &|images| images.to_vec())?;
     let report = LdmReport::read(dir)?;
     let distilled = DistillReport::read(dir).ok();
     write_ldm_card(dir, &report, distilled.as_ref(), &card_section(dir, &f, device.as_ref()))?;
@@ -320,11 +318,7 @@ fn files_section(s: &mut String, dir: &Path, f: &LdmFigures, device: Option<&M4F
             let _ = writeln!(s, "Not measured yet: install the firmware toolchain (`.ci/setup-toolchain.sh`) and run `mote zoo refresh ldm`.");
         }
         Some(m) => {
-            let stale = if m.current(dir) {
-                ""
-            } else {
-                " (measured on an earlier `model.int8.mote`: refresh with the toolchain installed)"
-            };
+            let stale = m.staleness(dir, &fl::DEVICE_RUN);
             let _ = writeln!(
                 s,
                 "`{}`{stale}: one guided 4-step sample of {} latents ({} denoiser calls) takes {:.1} M instructions \
@@ -333,11 +327,11 @@ fn files_section(s: &mut String, dir: &Path, f: &LdmFigures, device: Option<&M4F
                  ![device](device.png)\n\n`device.png`: the {} glyphs the device decoded (class {}, {}).\n",
                 m.command,
                 f.rows,
-                2 * m4::REQUEST.0,
+                2 * fl::DEVICE_RUN.steps,
                 m.sample_instructions / 1e6,
                 m.forward_instructions / 1e6,
                 f.rows,
-                m.decode_instructions / 1e6,
+                m.decode_instructions.unwrap_or(f64::NAN) / 1e6,
                 m.bit_exact,
                 bytes(m.flash as usize),
                 bytes(m.model as usize),
@@ -346,8 +340,8 @@ fn files_section(s: &mut String, dir: &Path, f: &LdmFigures, device: Option<&M4F
                 bytes(m.state as usize),
                 bytes(m.stack as usize),
                 f.rows,
-                m4::REQUEST.1,
-                GLYPH_CLASSES.get(m4::REQUEST.1 as usize).unwrap_or(&"?")
+                fl::DEVICE_RUN.class,
+                GLYPH_CLASSES.get(fl::DEVICE_RUN.class as usize).unwrap_or(&"?")
             );
         }
     }
