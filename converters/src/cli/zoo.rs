@@ -118,6 +118,16 @@ pub struct DistillSettings {
     pub steps: Option<usize>,
 }
 
+impl DistillSettings {
+    /// The family's distillation options `o` with this request's overrides.
+    fn apply(&self, o: crate::zoo::diffusion::DistillOptions) -> crate::zoo::diffusion::DistillOptions {
+        match self.steps {
+            Some(steps) => o.with_steps(steps),
+            None => o,
+        }
+    }
+}
+
 /// Prints one line per distillation round: its time, loss and the candle sample quality of
 /// the student against its teacher at the student's step count.
 fn print_rounds(r: &crate::zoo::diffusion::DistillReport) {

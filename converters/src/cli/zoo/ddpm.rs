@@ -60,8 +60,7 @@ impl ZooFamily for Ddpm {
     }
 
     fn distill(&self, dir: &Path, settings: &DistillSettings) -> Result<()> {
-        let mut o = ddpm_distill_options(settings.to);
-        o.steps = settings.steps.unwrap_or(o.steps);
+        let o = settings.apply(ddpm_distill_options(settings.to));
         let r = distill(dir, &o)?;
         print_rounds(&r);
         publish(dir)

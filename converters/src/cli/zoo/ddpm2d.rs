@@ -57,8 +57,7 @@ impl ZooFamily for Ddpm2d {
     }
 
     fn distill(&self, dir: &Path, settings: &DistillSettings) -> Result<()> {
-        let mut o = DistillOptions { to: settings.to, ..DistillOptions::default() };
-        o.steps = settings.steps.unwrap_or(o.steps);
+        let o = settings.apply(DistillOptions { to: settings.to, ..DistillOptions::default() });
         let r = zd::distill(dir, &o)?;
         print_rounds(&r);
         publish(dir)

@@ -65,8 +65,7 @@ impl ZooFamily for Ldm {
 
     fn distill(&self, dir: &Path, settings: &DistillSettings) -> Result<()> {
         let data = LatentGlyphs::load(&zl::locate_vae(dir)?)?;
-        let mut o = zl::ldm_distill_options(settings.to);
-        o.steps = settings.steps.unwrap_or(o.steps);
+        let o = settings.apply(zl::ldm_distill_options(settings.to));
         let r = zl::distill_ldm(dir, &data, &o)?;
         print_rounds(&r);
         publish(dir)

@@ -51,8 +51,13 @@ pub struct DistillOptions {
     pub from_steps: usize,
     /// Step count of the last student (a power of two ≤ `from_steps / 2`).
     pub to: usize,
-    /// Optimiser steps per round (`steps`, for the shared trainer).
+    /// Optimiser steps per round (`steps`, for the shared trainer), unless `round_steps` says
+    /// otherwise.
     pub steps: usize,
+    /// Per-round budgets that replace `steps`: (student step count, optimiser steps). Absent
+    /// from reports written before it existed.
+    #[serde(default)]
+    pub round_steps: Vec<(usize, usize)>,
     /// Points per optimiser step.
     pub batch_size: usize,
     /// Peak learning rate of each round.
@@ -79,6 +84,7 @@ impl Default for DistillOptions {
             from_steps: 128,
             to: 1,
             steps: 1500,
+            round_steps: Vec::new(),
             batch_size: 512,
             lr: 5e-4,
             warmup: 50,
@@ -88,6 +94,20 @@ impl Default for DistillOptions {
             seed: 7,
             quiet: false,
         }
+    }
+}
+
+impl DistillOptions {
+    /// Optimiser steps of the round that trains the `n`-step student.
+    pub fn steps_for(&self, n: usize) -> usize {
+        self.round_steps.iter().find(|r| r.0 == n).map_or(self.steps, |r| r.1)
+    }
+
+    /// The same budget, `steps`, for every round.
+    pub fn with_steps(mut self, steps: usize) -> Self {
+        self.steps = steps;
+        self.round_steps.clear();
+        self
     }
 }
 
@@ -284,9 +304,12 @@ pub fn distill_with<M: RowDenoiser>(
     while n >= o.to {
         let student = teacher.duplicate()?;
         let student_steps = s.steps(n);
-        let mut t = Trainer::new(student.params(), &format!("distill {} → {n}", 2 * n), schedule_of!(o))?;
+        let budget = o.steps_for(n);
+        let mut schedule = schedule_of!(o);
+        schedule.steps = budget;
+        let mut t = Trainer::new(student.params(), &format!("distill {} → {n}", 2 * n), schedule)?;
         let mut ema = (o.ema > 0.0).then(|| Ema::new(student.params(), o.ema));
-        for step in 0..o.steps {
+        for step in 0..budget {
             let lr = t.set_lr(step);
             let mut rows = Vec::with_capacity(o.batch_size);
             let (x_t, ts, class) = (hooks.batch)(&mut rng, &mut |r| {

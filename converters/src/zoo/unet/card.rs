@@ -174,23 +174,24 @@ fn few_steps(s: &mut String, t: &TeacherReport, distilled: Option<&DistillReport
         s,
         "`mote zoo distill ddpm` distils the teacher progressively (Salimans & Ho): starting from {} DDIM steps, \
          each round trains a student initialised from its teacher to take two teacher steps in one \
-         (`zoo::diffusion::distill::distillation_target`), {} batches of {} noised training glyphs at learning rate \
+         (`zoo::diffusion::distill::distillation_target`) on batches of {} noised training glyphs at learning rate \
          {:e} (label dropout {}, weights averaged with decay {}). Energy distance in local features of {} candle \
          samples (unconditional, the evaluation's seeds), each student against its own teacher (the trained model for the first round, then the previous round's student) at the student's step count:\n",
-        o.from_steps, o.steps, o.batch_size, o.lr, o.label_dropout, o.ema, t.options.eval.samples
+        o.from_steps, o.batch_size, o.lr, o.label_dropout, o.ema, t.options.eval.samples
     );
     let _ = writeln!(
         s,
-        "| student steps | student | its teacher at the same steps | distillation loss first → last | seconds |"
+        "| student steps | student | its teacher at the same steps | batches | distillation loss first → last | seconds |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
     for r in &d.rounds {
         let _ = writeln!(
             s,
-            "| {} | {:.4} | {:.4} | {:.4} → {:.4} | {:.0} |",
+            "| {} | {:.4} | {:.4} | {} | {:.4} → {:.4} | {:.0} |",
             r.steps,
             r.energy_candle,
             r.energy_teacher_candle,
+            o.steps_for(r.steps),
             r.loss_first_last.0,
             r.loss_first_last.1,
             r.train_seconds
