@@ -50,7 +50,7 @@ pub fn gpt_options(quant: mote_converters::emit::dtypes::QuantMode, seq: usize) 
 /// The Cortex-M4 figures a diffusion family's card quotes (`m4.json` of `models/<run.family>`),
 /// checked against the committed device file: measured by `run`'s command on this very file,
 /// bit-exact with the host, the model embedded whole, the arena and state at least what the
-/// file asks for, and one sample costing its `2 × steps` guided denoiser calls plus at most 10%
+/// file asks for, RAM and flash within a 256 KiB / 1 MiB Cortex-M4 board's, and one sample costing its `2 × steps` guided denoiser calls plus at most 10%
 /// of sampler arithmetic.
 pub fn current_m4_figures(run: &mote_converters::family::m4::DeviceRun) -> mote_converters::family::m4::M4Figures {
     let dir = model_dir(run.family);
@@ -70,6 +70,9 @@ pub fn current_m4_figures(run: &mote_converters::family::m4::DeviceRun) -> mote_
     assert!(m.model >= bytes.len() as u64, "{} embedded bytes for a {}-byte file", m.model, bytes.len());
     assert!(m.arena >= model.arena_bytes() as u64 && m.state >= model.state_bytes() as u64);
     let calls = 2.0 * run.steps as f64 * m.forward_instructions;
+    // Small enough for a real Cortex-M4 board such as the nRF52840 (256 KiB RAM, 1 MiB flash).
+    assert!(m.ram_static + m.stack <= 256 << 10, "RAM {} + stack {}", m.ram_static, m.stack);
+    assert!(m.flash <= 1 << 20, "flash {}", m.flash);
     assert!(
         (calls..=1.1 * calls).contains(&m.sample_instructions),
         "a sample takes {} instructions, {} guided denoiser calls {calls}",

@@ -37,11 +37,11 @@ const F32_TOLERANCE: f32 = 1e-4;
 const INT8_REL_TOLERANCE: f32 = 0.1;
 /// Runtime samples per energy distance of the distillation test.
 const STUDENT_SAMPLES: usize = 512;
-/// The 4-step student's energy distance over the 64-step teacher's, at most. Measured 1.20
-/// (0.0744 against 0.0621): the 10% is not reached by this UNet; the gap opens in the
-/// 8 → 4 round, and it narrowed from 1.29 when the rounds doubled from 400 to 800 batches
-/// (`models/ddpm/card.md`).
-const STUDENT_OVER_TEACHER: f64 = 1.25;
+/// The 4-step student's energy distance over the 64-step teacher's, at most. Measured 1.16
+/// (0.0722 against 0.0621): the 10% is not reached by this UNet. The gap opens in the
+/// late rounds; it narrowed from 1.29 (400 batches per round) to 1.20 (800) and 1.16 (1600 for
+/// the 8 → 4 round), see `models/ddpm/card.md`.
+const STUDENT_OVER_TEACHER: f64 = 1.2;
 
 /// The zoo architecture with T = 32 and all weights drawn at random (γ, β and biases too, so
 /// layout mistakes cannot hide behind ones and zeros).
@@ -245,4 +245,10 @@ fn four_step_student_is_close_to_the_many_step_teacher_and_far_better_than_four_
     assert!(student4 < 0.5 * teacher4, "student {student4} vs the teacher at 4 steps {teacher4}");
     assert!(student4 <= STUDENT_OVER_TEACHER * many, "student {student4} vs the 64-step teacher {many}");
     assert!(student4_int8 <= 1.2 * student4, "int8 {student4_int8} vs f32 {student4}");
+}
+
+#[test]
+fn the_cards_cortex_m4_figures_were_measured_on_the_committed_device_file() {
+    let m = mote_tests::current_m4_figures(&mote_converters::family::ddpm::DEVICE_RUN);
+    assert!(m.decode_instructions.is_none(), "the UNet samples pixels directly");
 }

@@ -5,7 +5,7 @@
 //! `device.png`.
 
 use crate::flash::{self, firmware};
-use crate::zoo::vae::glyphs::grid_png;
+use crate::zoo::vae::glyphs::{grid_png, PIXELS};
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -79,6 +79,22 @@ impl M4Figures {
         std::fs::read(dir.join(run.file)).is_ok_and(|b| fnv(&b) == self.model_hash)
     }
 
+    /// The card's sentence on parity and memory: bit-exactness, flash, static RAM and stack.
+    pub fn footprint(&self) -> String {
+        let b = |n: u64| crate::report::bytes(n as usize);
+        format!(
+            "the device's outputs equal the host's bit for bit: {}. Flash {} (model {}), static RAM {} (arena {}, \
+             sampler state {}) plus {} of stack.",
+            self.bit_exact,
+            b(self.flash),
+            b(self.model),
+            b(self.ram_static),
+            b(self.arena),
+            b(self.state),
+            b(self.stack)
+        )
+    }
+
     /// The sentence a card puts after the command when the figures are stale.
     pub fn staleness(&self, dir: &Path, run: &DeviceRun) -> String {
         if self.current(dir, run) {
@@ -118,7 +134,8 @@ pub fn refresh(dir: &Path, run: &DeviceRun, to_pixels: &dyn Fn(&[f32]) -> Vec<f3
     let o = flash::flash(&req).with_context(|| format!("flashing {}", model.display()))?;
     let dev = o.device.as_ref().ok_or_else(|| anyhow!("no device run on {BOARD}"))?;
     let drawn = dev.outputs.last().ok_or_else(|| anyhow!("the device returned no outputs"))?;
-    grid_png(&dir.join("device.png"), &[&to_pixels(drawn)], 8, 3)?;
+    let images = to_pixels(drawn);
+    grid_png(&dir.join("device.png"), &[&images], (images.len() / PIXELS).clamp(1, 8), 3)?;
     let f = M4Figures {
         command: run.command(),
         model_hash: fnv(&std::fs::read(&model)?),

@@ -180,22 +180,15 @@ fn m4_section(dir: &Path, device: Option<&M4Figures>) -> String {
     };
     let _ = writeln!(
         s,
-        "`{}`{}: one guided {}-step sample ({} denoiser calls) takes {:.1} M instructions ({:.1} M per call); the \
-         device's outputs equal the host's bit for bit: {}. Flash {} (model {}), static RAM {} (arena {}, sampler \
-         state {}) plus {} of stack.\n\n![device](device.png)\n\n`device.png`: the glyph the device drew (class {}).\n",
+        "`{}`{}: one guided {}-step sample ({} denoiser calls) takes {:.1} M instructions ({:.1} M per call); {}\n\n\
+         ![device](device.png)\n\n`device.png`: the glyph the device drew (class {}).\n",
         m.command,
         m.staleness(dir, &DEVICE_RUN),
         DEVICE_RUN.steps,
         2 * DEVICE_RUN.steps,
         m.sample_instructions / 1e6,
         m.forward_instructions / 1e6,
-        m.bit_exact,
-        bytes(m.flash as usize),
-        bytes(m.model as usize),
-        bytes(m.ram_static as usize),
-        bytes(m.arena as usize),
-        bytes(m.state as usize),
-        bytes(m.stack as usize),
+        m.footprint(),
         DEVICE_RUN.class
     );
     s

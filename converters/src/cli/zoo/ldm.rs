@@ -321,8 +321,7 @@ fn files_section(s: &mut String, dir: &Path, f: &LdmFigures, device: Option<&M4F
             let _ = writeln!(
                 s,
                 "`{}`{stale}: one guided 4-step sample of {} latents ({} denoiser calls) takes {:.1} M instructions \
-                 ({:.2} M per call), decoding them into {} glyphs {:.1} M; the device's outputs equal the host's bit for \
-                 bit: {}. Flash {} (model {}), static RAM {} (arena {}, sampler state {}) plus {} of stack.\n\n\
+                 ({:.2} M per call), decoding them into {} glyphs {:.1} M; {}\n\n\
                  ![device](device.png)\n\n`device.png`: the {} glyphs the device decoded (class {}, {}).\n",
                 m.command,
                 f.rows,
@@ -331,13 +330,7 @@ fn files_section(s: &mut String, dir: &Path, f: &LdmFigures, device: Option<&M4F
                 m.forward_instructions / 1e6,
                 f.rows,
                 m.decode_instructions.unwrap_or(f64::NAN) / 1e6,
-                m.bit_exact,
-                bytes(m.flash as usize),
-                bytes(m.model as usize),
-                bytes(m.ram_static as usize),
-                bytes(m.arena as usize),
-                bytes(m.state as usize),
-                bytes(m.stack as usize),
+                m.footprint(),
                 f.rows,
                 fl::DEVICE_RUN.class,
                 GLYPH_CLASSES.get(fl::DEVICE_RUN.class as usize).unwrap_or(&"?")
