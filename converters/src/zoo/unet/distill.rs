@@ -68,8 +68,8 @@ pub fn ddpm_distill_options(to: usize) -> DistillOptions {
 
 /// Distils `dir/teacher.onnx` (configured and evaluated as `train_report.json` says) from
 /// [`DistillOptions::from_steps`] down to [`DistillOptions::to`] steps, writing the students of
-/// [`EXPORTED`] it reaches (`student<N>.onnx`, golden and calibration files) and
-/// `distill_report.json`.
+/// [`EXPORTED`](crate::zoo::diffusion::distill::EXPORTED) it reaches (`student<N>.onnx`, golden
+/// and calibration files) and `distill_report.json`.
 pub fn distill(dir: &Path, o: &DistillOptions) -> Result<DistillReport> {
     let tr = TeacherReport::read(dir)?;
     let cfg = tr.options.config;
