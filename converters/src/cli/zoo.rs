@@ -53,6 +53,10 @@ pub enum ZooCommand {
         /// Optimiser steps per round (default: the family's budget).
         #[arg(long)]
         steps: Option<usize>,
+        /// Start from the N-step student an earlier run kept in `<dir>/rounds/` instead of the
+        /// teacher (its earlier rounds stay in the report).
+        #[arg(long, value_name = "N")]
+        resume_from: Option<usize>,
         /// Family folder (default: models/<family>).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -116,15 +120,18 @@ pub struct DistillSettings {
     pub to: usize,
     /// Optimiser steps per round, overriding the family's budget.
     pub steps: Option<usize>,
+    /// The kept student to start from.
+    pub resume_from: Option<usize>,
 }
 
 impl DistillSettings {
     /// The family's distillation options `o` with this request's overrides.
     fn apply(&self, o: crate::zoo::diffusion::DistillOptions) -> crate::zoo::diffusion::DistillOptions {
-        match self.steps {
+        let o = match self.steps {
             Some(steps) => o.with_steps(steps),
             None => o,
-        }
+        };
+        crate::zoo::diffusion::DistillOptions { resume_from: self.resume_from, ..o }
     }
 }
 
@@ -181,11 +188,11 @@ pub fn run(c: ZooCommand) -> Result<()> {
             let fam = family(&name)?;
             fam.refresh(&dir.unwrap_or_else(|| PathBuf::from("models").join(fam.name())))
         }
-        ZooCommand::Distill { family: name, to, steps, dir } => {
+        ZooCommand::Distill { family: name, to, steps, resume_from, dir } => {
             let fam = family(&name)?;
             fam.distill(
                 &dir.unwrap_or_else(|| PathBuf::from("models").join(fam.name())),
-                &DistillSettings { to, steps },
+                &DistillSettings { to, steps, resume_from },
             )
         }
         ZooCommand::Report { models } => report(&models),

@@ -72,6 +72,11 @@ pub struct DistillOptions {
     /// (0: the last weights; absent from reports written before it existed).
     #[serde(default)]
     pub ema: f64,
+    /// Start from the `N`-step student that an earlier run kept (`rounds/student<N>.onnx`,
+    /// [`checkpoint`]) instead of the teacher: the first round trains the N/2-step student, and
+    /// the report keeps the earlier run's rounds down to N.
+    #[serde(default)]
+    pub resume_from: Option<usize>,
     /// Seed of the batches and noise.
     pub seed: u64,
     /// No progress bar.
@@ -91,6 +96,7 @@ impl Default for DistillOptions {
             weight_decay: 0.0,
             label_dropout: 0.15,
             ema: 0.0,
+            resume_from: None,
             seed: 7,
             quiet: false,
         }
@@ -103,12 +109,44 @@ impl DistillOptions {
         self.round_steps.iter().find(|r| r.0 == n).map_or(self.steps, |r| r.1)
     }
 
+    /// The ONNX file the first round's teacher loads from in `dir`: `teacher.onnx`, or the kept
+    /// student of [`DistillOptions::resume_from`] (an error names a missing one).
+    pub fn first_teacher(&self, dir: &Path) -> Result<std::path::PathBuf> {
+        let Some(n) = self.resume_point()? else {
+            return Ok(dir.join("teacher.onnx"));
+        };
+        let p = checkpoint(dir, n);
+        if !p.exists() {
+            bail!("no kept {n}-step student {}: run the rounds down to {n} steps first", p.display());
+        }
+        Ok(p)
+    }
+
+    /// [`DistillOptions::resume_from`], checked: a power of two of steps between the last
+    /// student's and the first teacher's.
+    fn resume_point(&self) -> Result<Option<usize>> {
+        match self.resume_from {
+            Some(r) if !(r.is_power_of_two() && r > self.to && r < self.from_steps) => bail!(
+                "resuming needs a kept student between {} and {} steps (a power of two), not {r}",
+                self.to,
+                self.from_steps
+            ),
+            r => Ok(r),
+        }
+    }
+
     /// The same budget, `steps`, for every round.
     pub fn with_steps(mut self, steps: usize) -> Self {
         self.steps = steps;
         self.round_steps.clear();
         self
     }
+}
+
+/// Where every round keeps its student (`dir/rounds/student<N>.onnx`, not committed), for
+/// [`DistillOptions::resume_from`].
+pub fn checkpoint(dir: &Path, steps: usize) -> std::path::PathBuf {
+    dir.join("rounds").join(format!("student{steps}.onnx"))
 }
 
 /// One round: the student's step count, its training and its candle sample quality.
@@ -182,6 +220,8 @@ pub trait RowDenoiser: Sized {
     fn duplicate(&self) -> Result<Self>;
     /// The trainable parameters.
     fn params(&self) -> &Params;
+    /// The ONNX model (any step count) that the family's loader reads back.
+    fn onnx(&self, s: &Schedule) -> Result<Vec<u8>>;
 }
 
 impl RowDenoiser for Denoiser {
@@ -195,6 +235,10 @@ impl RowDenoiser for Denoiser {
 
     fn params(&self) -> &Params {
         Denoiser::params(self)
+    }
+
+    fn onnx(&self, s: &Schedule) -> Result<Vec<u8>> {
+        self.export(s, None)
     }
 }
 
@@ -262,7 +306,7 @@ pub fn distill_on(
         bail!("{}-dimensional data for a denoiser of dimension {}", data.dim(), cfg.dim);
     }
     let s = Schedule::cosine(cfg.timesteps);
-    let teacher = Denoiser::load_onnx(cfg, &dir.join("teacher.onnx"))?;
+    let teacher = Denoiser::load_onnx(cfg, &o.first_teacher(dir)?)?;
     let train = data.train_set();
     let mut batch = |rng: &mut SplitMix64, pick_t: &mut dyn FnMut(&mut SplitMix64) -> isize| {
         let b = noised_batch(rng, train, &s, cfg.null_class(), o.label_dropout, o.batch_size, pick_t)?;
@@ -284,7 +328,8 @@ pub fn distill_on(
 /// down to [`DistillOptions::to`] steps: each round trains a copy of its teacher on the
 /// [`distillation_target`] (keeping a weight average when [`DistillOptions::ema`] > 0), scores
 /// student and teacher at the student's steps, exports the students of [`EXPORTED`] and hands
-/// over. Writes `dir/distill_report.json`.
+/// over, keeping every student for [`DistillOptions::resume_from`] ([`checkpoint`]). Writes
+/// `dir/distill_report.json`.
 pub fn distill_with<M: RowDenoiser>(
     dir: &Path,
     mut teacher: M,
@@ -298,9 +343,15 @@ pub fn distill_with<M: RowDenoiser>(
     if o.from_steps > s.len() {
         bail!("the teacher has {} timesteps, fewer than {} steps", s.len(), o.from_steps);
     }
-    let mut rng = SplitMix64::new(o.seed ^ 0xd157);
-    let mut rounds = Vec::new();
-    let mut n = o.from_steps / 2;
+    let (mut n, mut rounds) = match o.resume_point()? {
+        None => (o.from_steps / 2, Vec::new()),
+        Some(r) => {
+            let earlier = DistillReport::read(dir).map(|d| d.rounds).unwrap_or_default();
+            (r / 2, earlier.into_iter().filter(|round| round.steps >= r).collect())
+        }
+    };
+    std::fs::create_dir_all(dir.join("rounds"))?;
+    let mut rng = SplitMix64::new(o.seed ^ 0xd157 ^ o.resume_from.unwrap_or(0) as u64);
     while n >= o.to {
         let student = teacher.duplicate()?;
         let student_steps = s.steps(n);
@@ -330,6 +381,7 @@ pub fn distill_with<M: RowDenoiser>(
             e.store(student.params())?;
         }
         let loss_first_last = (curve.first().map_or(f64::NAN, |c| c.1), curve.last().map_or(f64::NAN, |c| c.1));
+        std::fs::write(checkpoint(dir, n), student.onnx(s)?)?;
         let onnx_vs_candle_max_abs = if EXPORTED.contains(&n) { Some((hooks.export)(&student, n)?) } else { None };
         let round = Round {
             steps: n,
@@ -398,17 +450,15 @@ mod tests {
         };
         let r = train_teacher(&dir, &o)?;
         std::fs::write(dir.join("train_report.json"), serde_json::to_string(&r)?)?;
-        let d = distill(
-            &dir,
-            &DistillOptions {
-                from_steps: 8,
-                to: 2,
-                steps: 300,
-                batch_size: 256,
-                quiet: true,
-                ..DistillOptions::default()
-            },
-        )?;
+        let short = DistillOptions {
+            from_steps: 8,
+            to: 2,
+            steps: 300,
+            batch_size: 256,
+            quiet: true,
+            ..DistillOptions::default()
+        };
+        let d = distill(&dir, &short)?;
         assert_eq!(d.rounds.iter().map(|r| r.steps).collect::<Vec<_>>(), [4, 2]);
         for r in &d.rounds {
             assert!(r.loss_first_last.1 < r.loss_first_last.0, "round {}: {:?}", r.steps, r.loss_first_last);
@@ -431,6 +481,22 @@ mod tests {
         }
         assert!(!dir.join("student1.onnx").exists());
         assert!(distill(&dir, &DistillOptions { from_steps: 8, to: 3, ..DistillOptions::default() }).is_err());
+
+        // Every round kept its student; a run resumed from the 4-step one redoes the last round
+        // only and keeps the first in its report.
+        assert!(checkpoint(&dir, 4).exists() && checkpoint(&dir, 2).exists());
+        let resumed = DistillOptions { steps: 50, resume_from: Some(4), ..short.clone() };
+        let r = distill(&dir, &resumed)?;
+        assert_eq!(r.rounds.iter().map(|r| r.steps).collect::<Vec<_>>(), [4, 2]);
+        assert!((r.rounds[0].energy_candle - d.rounds[0].energy_candle).abs() < 1e-12, "{:?}", r.rounds[0]);
+        assert_ne!(r.rounds[1].loss_first_last, d.rounds[1].loss_first_last);
+        for bad in [2, 3, 8] {
+            let e = distill(&dir, &DistillOptions { resume_from: Some(bad), ..short.clone() }).unwrap_err();
+            assert!(e.to_string().contains("resuming needs a kept student"), "{bad}: {e}");
+        }
+        std::fs::remove_file(checkpoint(&dir, 4))?;
+        let e = distill(&dir, &resumed).unwrap_err().to_string();
+        assert!(e.contains("no kept 4-step student"), "{e}");
         std::fs::remove_dir_all(&dir)?;
         Ok(())
     }

@@ -42,6 +42,10 @@ impl RowDenoiser for UNet {
     fn params(&self) -> &Params {
         UNet::params(self)
     }
+
+    fn onnx(&self, s: &Schedule) -> Result<Vec<u8>> {
+        self.export(s, None)
+    }
 }
 
 /// The zoo budget: 64 teacher steps down to `to`, batches of 64 glyphs, 800 per round but 400
@@ -74,7 +78,7 @@ pub fn distill(dir: &Path, o: &DistillOptions) -> Result<DistillReport> {
     let tr = TeacherReport::read(dir)?;
     let cfg = tr.options.config;
     let s = Schedule::cosine(cfg.timesteps);
-    let teacher = UNet::load_onnx(cfg, &dir.join("teacher.onnx"))?;
+    let teacher = UNet::load_onnx(cfg, &o.first_teacher(dir)?)?;
     let train = tr.options.train_set();
     let data = to_model(&train.images);
     let test = tr.options.test_set();
