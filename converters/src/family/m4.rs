@@ -116,16 +116,16 @@ fn fnv(bytes: &[u8]) -> String {
 /// [0, 1] after `to_pixels`); prints why not otherwise. `None` without the device file.
 pub fn refresh(dir: &Path, run: &DeviceRun, to_pixels: &dyn Fn(&[f32]) -> Vec<f32>) -> Result<Option<M4Figures>> {
     let model = dir.join(run.file);
-    let old = M4Figures::read(dir);
     if !model.exists() {
         return Ok(None);
     }
-    if let Some(old) = old.filter(|o| o.current(dir, run)) {
-        return Ok(Some(old));
+    let old = M4Figures::read(dir);
+    if old.as_ref().is_some_and(|o| o.current(dir, run)) {
+        return Ok(old);
     }
     if let Some(missing) = firmware::missing_toolchain(true) {
         println!("note: m4.json not refreshed, the firmware toolchain is missing ({missing})");
-        return Ok(M4Figures::read(dir));
+        return Ok(old);
     }
     let mut req = flash::Request::new(BOARD, &model);
     (req.steps, req.class, req.guidance) = (Some(run.steps), Some(run.class), Some(run.scale));
