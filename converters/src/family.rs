@@ -45,11 +45,12 @@ pub mod mlm;
 pub mod planar;
 pub mod switch;
 pub mod t5;
+pub mod two_way;
 pub mod vae;
 pub mod xl;
 
 pub use autoregressive::{ar_flow_options, evaluate_ar_flow, ArFlowFigures};
-pub use coupling::{evaluate_flow, flow_options, FlowFigures};
+pub use coupling::{evaluate_flow, FlowFigures};
 pub use ddpm2d::{ddpm2d_options, evaluate_ddpm2d, evaluate_ddpm2d_student, Ddpm2dDir, DiffusionFigures};
 pub use encdec::{encdec_options, evaluate_encdec, EncdecFigures};
 pub use gan::{evaluate_gan, gan_options, GanFigures};
@@ -58,6 +59,7 @@ pub use mlm::{evaluate_mlm, mlm_options, MlmFigures};
 pub use planar::{evaluate_planar, planar_options};
 pub use switch::{evaluate_switch, SwitchFigures};
 pub use t5::{evaluate_t5, t5_options, T5Figures};
+pub use two_way::{flow_options, TwoWayConversion, TwoWayFile};
 pub use vae::{evaluate_vae, vae_options, VaeFigures};
 pub use xl::{evaluate_xl, XlFigures};
 

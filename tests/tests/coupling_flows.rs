@@ -48,13 +48,13 @@ fn runtime_log_prob_matches_candle_and_tract() {
         println!(
             "{}: log_prob vs candle {:.2e} nats, z/samples vs candle {:.2e}, vs tract {:.2e}",
             kind.name(),
-            f.log_prob_vs_candle_max_abs,
-            f.latent_vs_candle_max_abs,
-            f.f32_vs_tract_max_abs
+            f.file.log_prob_vs_candle_max_abs,
+            f.file.latent_vs_candle_max_abs,
+            f.file.f32_vs_tract_max_abs
         );
-        assert!(f.log_prob_vs_candle_max_abs <= 1e-3, "{}: {}", kind.name(), f.log_prob_vs_candle_max_abs);
-        assert!(f.latent_vs_candle_max_abs <= 1e-3, "{}: {}", kind.name(), f.latent_vs_candle_max_abs);
-        assert!(f.f32_vs_tract_max_abs <= 1e-4, "{}: {}", kind.name(), f.f32_vs_tract_max_abs);
+        assert!(f.file.log_prob_vs_candle_max_abs <= 1e-3, "{}: {}", kind.name(), f.file.log_prob_vs_candle_max_abs);
+        assert!(f.file.latent_vs_candle_max_abs <= 1e-3, "{}: {}", kind.name(), f.file.latent_vs_candle_max_abs);
+        assert!(f.file.f32_vs_tract_max_abs <= 1e-4, "{}: {}", kind.name(), f.file.f32_vs_tract_max_abs);
         // The committed file itself (not only a fresh conversion) on the golden batch.
         let dir = model_dir(kind.name());
         let bytes = std::fs::read(dir.join("model.mote")).expect("model.mote");
@@ -133,23 +133,9 @@ fn runtime_samples_are_closer_to_held_out_data_than_the_gaussian() {
 #[test]
 fn one_file_two_entries_sharing_weights_and_current() {
     for kind in KINDS {
-        let f = figures(kind);
+        let f = &figures(kind).file;
         let dir = model_dir(kind.name());
-        println!(
-            "{}: params {}, flash f32 {} (separately {}), int8 {}, arena/lower bound f32 {}/{} int8 {}/{}, MACs fwd {} inv {} per {} points",
-            kind.name(),
-            f.params,
-            f.flash_f32,
-            f.flash_f32_separate,
-            f.flash_int8,
-            f.arena_f32,
-            f.lower_bound_f32,
-            f.arena_int8,
-            f.lower_bound_int8,
-            f.macs_forward,
-            f.macs_inverse,
-            f.batch
-        );
+        println!("{}: {:?}", kind.name(), f);
         assert_eq!(f.entries, ["forward", "inverse"], "{}", kind.name());
         // Shared coupling nets are stored once: well under two separate files.
         assert!(

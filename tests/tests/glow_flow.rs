@@ -60,11 +60,11 @@ fn runtime_log_prob_matches_candle_and_tract() {
     let f = figures();
     println!(
         "log_prob vs candle {:.2e} nats/image, z and samples vs candle {:.2e}, f32 .mote vs tract {:.2e}",
-        f.log_prob_vs_candle_max_abs, f.latent_vs_candle_max_abs, f.f32_vs_tract_max_abs
+        f.file.log_prob_vs_candle_max_abs, f.file.latent_vs_candle_max_abs, f.file.f32_vs_tract_max_abs
     );
-    assert!(f.log_prob_vs_candle_max_abs <= 1e-3, "{}", f.log_prob_vs_candle_max_abs);
-    assert!(f.latent_vs_candle_max_abs <= 1e-3, "{}", f.latent_vs_candle_max_abs);
-    assert!(f.f32_vs_tract_max_abs <= 1e-3, "{}", f.f32_vs_tract_max_abs);
+    assert!(f.file.log_prob_vs_candle_max_abs <= 1e-3, "{}", f.file.log_prob_vs_candle_max_abs);
+    assert!(f.file.latent_vs_candle_max_abs <= 1e-3, "{}", f.file.latent_vs_candle_max_abs);
+    assert!(f.file.f32_vs_tract_max_abs <= 1e-3, "{}", f.file.f32_vs_tract_max_abs);
     // The committed file against candle's golden log-probabilities.
     let dir = model_dir("glow");
     let bytes = std::fs::read(dir.join("model.mote")).expect("model.mote");
@@ -212,35 +212,40 @@ fn one_file_two_entries_sharing_weights_and_current() {
     println!(
         "params {} (trainable {}), flash f32 {} (separately {}), int8 {}, arena/lower bound/no in-place f32 {}/{}/{} \
          int8 {}/{}/{}, MACs fwd {} inv {} per {} images",
-        f.params,
+        f.file.params,
         f.report.params,
-        f.flash_f32,
-        f.flash_f32_separate,
-        f.flash_int8,
-        f.arena_f32,
-        f.lower_bound_f32,
+        f.file.flash_f32,
+        f.file.flash_f32_separate,
+        f.file.flash_int8,
+        f.file.arena_f32,
+        f.file.lower_bound_f32,
         f.arena_f32_without_in_place,
-        f.arena_int8,
-        f.lower_bound_int8,
+        f.file.arena_int8,
+        f.file.lower_bound_int8,
         f.arena_int8_without_in_place,
-        f.macs_forward,
-        f.macs_inverse,
-        f.batch
+        f.file.macs_forward,
+        f.file.macs_inverse,
+        f.file.batch
     );
-    assert_eq!(f.entries, ["forward", "inverse"]);
+    assert_eq!(f.file.entries, ["forward", "inverse"]);
     // Shared coupling nets and actnorms are stored once: well under two separate files.
-    assert!(10 * f.flash_f32 < 6 * f.flash_f32_separate, "{} vs {}", f.flash_f32, f.flash_f32_separate);
-    assert!(f.params * 4 < f.flash_f32, "{} weights in {} bytes", f.params, f.flash_f32);
+    assert!(
+        10 * f.file.flash_f32 < 6 * f.file.flash_f32_separate,
+        "{} vs {}",
+        f.file.flash_f32,
+        f.file.flash_f32_separate
+    );
+    assert!(f.file.params * 4 < f.file.flash_f32, "{} weights in {} bytes", f.file.params, f.file.flash_f32);
     // int8 stores the convolution kernels (nearly all weights) as f16: 2 bytes saved each.
-    assert!(f.flash_f32 - f.flash_int8 > f.params, "{} vs {}", f.flash_int8, f.flash_f32);
-    assert!(f.arena_f32 >= f.lower_bound_f32 && f.arena_int8 >= f.lower_bound_int8);
-    assert!(f.arena_f32_without_in_place >= f.arena_f32);
+    assert!(f.file.flash_f32 - f.file.flash_int8 > f.file.params, "{} vs {}", f.file.flash_int8, f.file.flash_f32);
+    assert!(f.file.arena_f32 >= f.file.lower_bound_f32 && f.file.arena_int8 >= f.file.lower_bound_int8);
+    assert!(f.arena_f32_without_in_place >= f.file.arena_f32);
     // Under ~3 M MACs per image in each direction.
-    let per = |m: u64| m / f.batch as u64;
-    assert!(per(f.macs_forward) > 100_000 && per(f.macs_forward) < 3_000_000, "{}", f.macs_forward);
-    assert!(per(f.macs_inverse) > 100_000 && per(f.macs_inverse) < 3_000_000, "{}", f.macs_inverse);
-    assert!(f.committed_f32_up_to_date, "model.mote is stale (mote zoo refresh glow)");
-    assert!(f.committed_int8_up_to_date, "model.int8.mote is stale (mote zoo refresh glow)");
+    let per = |m: u64| m / f.file.batch as u64;
+    assert!(per(f.file.macs_forward) > 100_000 && per(f.file.macs_forward) < 3_000_000, "{}", f.file.macs_forward);
+    assert!(per(f.file.macs_inverse) > 100_000 && per(f.file.macs_inverse) < 3_000_000, "{}", f.file.macs_inverse);
+    assert!(f.file.committed_f32_up_to_date, "model.mote is stale (mote zoo refresh glow)");
+    assert!(f.file.committed_int8_up_to_date, "model.int8.mote is stale (mote zoo refresh glow)");
     let dir = model_dir("glow");
     let png = std::fs::read(dir.join("samples.png")).expect("samples.png");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");

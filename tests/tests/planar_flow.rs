@@ -47,11 +47,11 @@ fn runtime_log_prob_matches_candle_and_tract() {
     let f = figures();
     println!(
         "planar: log_prob vs candle {:.2e} nats, z/samples vs candle {:.2e}, vs tract {:.2e}",
-        f.log_prob_vs_candle_max_abs, f.latent_vs_candle_max_abs, f.f32_vs_tract_max_abs
+        f.file.log_prob_vs_candle_max_abs, f.file.latent_vs_candle_max_abs, f.file.f32_vs_tract_max_abs
     );
-    assert!(f.log_prob_vs_candle_max_abs <= 1e-3, "{}", f.log_prob_vs_candle_max_abs);
-    assert!(f.latent_vs_candle_max_abs <= 1e-3, "{}", f.latent_vs_candle_max_abs);
-    assert!(f.f32_vs_tract_max_abs <= 1e-4, "{}", f.f32_vs_tract_max_abs);
+    assert!(f.file.log_prob_vs_candle_max_abs <= 1e-3, "{}", f.file.log_prob_vs_candle_max_abs);
+    assert!(f.file.latent_vs_candle_max_abs <= 1e-3, "{}", f.file.latent_vs_candle_max_abs);
+    assert!(f.file.f32_vs_tract_max_abs <= 1e-4, "{}", f.file.f32_vs_tract_max_abs);
     // The committed file itself (not only a fresh conversion) on the golden batch.
     let dir = model_dir("planar");
     let bytes = std::fs::read(dir.join("model.mote")).expect("model.mote");
@@ -92,22 +92,9 @@ fn runtime_samples_are_closer_to_held_out_data_than_the_gaussian() {
 
 #[test]
 fn one_file_two_entries_sharing_weights_and_current() {
-    let f = figures();
+    let f = &figures().file;
     let dir = model_dir("planar");
-    println!(
-        "planar: params {}, flash f32 {} (separately {}), int8 {}, arena/lower bound f32 {}/{} int8 {}/{}, MACs fwd {} inv {} per {} points",
-        f.params,
-        f.flash_f32,
-        f.flash_f32_separate,
-        f.flash_int8,
-        f.arena_f32,
-        f.lower_bound_f32,
-        f.arena_int8,
-        f.lower_bound_int8,
-        f.macs_forward,
-        f.macs_inverse,
-        f.batch
-    );
+    println!("planar: {:?}", f);
     assert_eq!(f.entries, ["forward", "inverse"]);
     // Per layer the file stores w (2), b (1), û (2), c, 1 + c and 1/(1 + c): 8 values, once for
     // both entries (the inverse's w, b, û are the forward's), plus the prior's two scalars.

@@ -11,12 +11,12 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+use super::two_way::golden_parity;
 use super::{max_abs, stored_params, FamilyFigures, TaskMetric};
 use crate::array::Array;
 use crate::convert::{self, Calibration, Converted, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::host;
-use crate::verify;
 use crate::zoo::autoregressive::data::{self, GaussianNd, DIM};
 use crate::zoo::autoregressive::train::{latents, FlowReport, BATCH_ROWS, LATENT_SEED};
 use crate::zoo::autoregressive::{Flow, FlowConfig};
@@ -274,18 +274,7 @@ pub fn evaluate_ar_flow(dir: &Path) -> Result<ArFlowFigures> {
     let i8m = convert_ar_flow(dir, QuantMode::Int8)?;
     let committed = std::fs::read(dir.join("model.int8.mote")).unwrap_or_default();
 
-    let g = |n: &str| Array::read_npy(&dir.join(format!("golden/{n}.npy")));
-    let (x, z, lp, latent, sample) = (g("x")?, g("z")?, g("log_prob")?, g("latent")?, g("sample")?);
-    let fwd = host::run(&f32m.bytes, "forward", std::slice::from_ref(&x))?;
-    let inv = host::run(&f32m.bytes, "inverse", std::slice::from_ref(&latent))?;
-    let tf = verify::tract_reference(&dir.join("forward.onnx"), std::slice::from_ref(&x))?;
-    let ti = verify::tract_reference(&dir.join("inverse.onnx"), std::slice::from_ref(&latent))?;
-    let f32_vs_tract_max_abs = max_abs(&fwd[0].to_f32(), &tf[0].to_f32())
-        .max(max_abs(&fwd[1].to_f32(), &tf[1].to_f32()))
-        .max(max_abs(&inv[0].to_f32(), &ti[0].to_f32()));
-    let log_prob_vs_candle_max_abs = max_abs(&fwd[1].to_f32(), &lp.to_f32());
-    let latent_vs_candle_max_abs =
-        max_abs(&fwd[0].to_f32(), &z.to_f32()).max(max_abs(&inv[0].to_f32(), &sample.to_f32()));
+    let (f32_vs_tract_max_abs, log_prob_vs_candle_max_abs, latent_vs_candle_max_abs) = golden_parity(dir, &f32m.bytes)?;
 
     let n = report.options.eval_points;
     let test = data::moons8(n, data::TEST_SEED);

@@ -10,12 +10,10 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use super::{max_abs, stored_params, FamilyFigures, TaskMetric};
-use crate::array::Array;
-use crate::convert::{self, Converted, Options};
+use super::two_way::{flow_options, run_rows, TwoWayConversion, TwoWayFile};
+use super::{max_abs, FamilyFigures};
+use crate::convert::{Converted, Options};
 use crate::emit::dtypes::QuantMode;
-use crate::host;
-use crate::verify;
 use crate::zoo::glow::data::to_pixels;
 use crate::zoo::glow::train::{energies, nll_per_dim, pr, GlowReport, LATENT_SEED};
 use crate::zoo::vae::train::gaussians;
@@ -27,42 +25,14 @@ use std::path::Path;
 /// Everything measured about the Glow folder (`models/glow`).
 #[derive(Debug, Clone, Serialize)]
 pub struct GlowFigures {
-    /// Real-valued weights stored in the f32 file (shared weights once; `W` and `W⁻¹` both).
-    pub params: usize,
-    /// Entry points of the f32 file.
-    pub entries: Vec<String>,
-    /// f32 file bytes (both entries).
-    pub flash_f32: usize,
-    /// Sum of the f32 file bytes of `forward.onnx` and `inverse.onnx` converted separately.
-    pub flash_f32_separate: usize,
-    /// int8 file bytes.
-    pub flash_int8: usize,
-    /// f32 arena bytes (peak over entries).
-    pub arena_f32: usize,
-    /// Largest per-entry lower bound of the f32 plan.
-    pub lower_bound_f32: usize,
+    /// The two-entry file: size, memory, MACs, golden parity, freshness (shared weights are
+    /// stored once; the 1×1 convolutions as `W` and `W⁻¹`, both counted in `params`).
+    #[serde(flatten)]
+    pub file: TwoWayFile,
     /// The f32 arena the same plans would need with no op in place (peak over entries).
     pub arena_f32_without_in_place: usize,
-    /// int8 arena bytes (peak over entries).
-    pub arena_int8: usize,
-    /// Largest per-entry lower bound of the int8 plan.
-    pub lower_bound_int8: usize,
     /// The int8 arena with no op in place (peak over entries).
     pub arena_int8_without_in_place: usize,
-    /// State bytes (0: flows keep no state).
-    pub state_int8: usize,
-    /// Batch bound `n` the files were converted for.
-    pub batch: usize,
-    /// MACs of one `forward` call on a full batch.
-    pub macs_forward: u64,
-    /// MACs of one `inverse` call on a full batch.
-    pub macs_inverse: u64,
-    /// f32 `.mote` against tract on the golden inputs (both entries, all outputs), max-abs.
-    pub f32_vs_tract_max_abs: f32,
-    /// f32 runtime `log_prob` against candle's golden values, max-abs (nats per image).
-    pub log_prob_vs_candle_max_abs: f32,
-    /// f32 runtime `z` and `inverse` samples against candle's golden values, max-abs.
-    pub latent_vs_candle_max_abs: f32,
     /// max |inverse(forward(x)) − x| over the test set on the runtime, f32 file.
     pub invertibility_f32: f32,
     /// The same with the int8 file.
@@ -93,10 +63,6 @@ pub struct GlowFigures {
     pub pr_f32: [f64; 2],
     /// The same, int8 file.
     pub pr_int8: [f64; 2],
-    /// Whether the committed `model.mote` equals a fresh f32 conversion byte for byte.
-    pub committed_f32_up_to_date: bool,
-    /// Whether the committed `model.int8.mote` equals a fresh conversion byte for byte.
-    pub committed_int8_up_to_date: bool,
     /// The training report (candle figures and baselines).
     pub report: GlowReport,
     /// Runtime samples of the f32 file, as pixels (for plots; not serialised).
@@ -113,8 +79,7 @@ pub struct GlowFigures {
 impl GlowFigures {
     /// The report row: task metric = test NLL in nats/dim (lower is better); MACs per image.
     pub fn summary(&self) -> FamilyFigures {
-        let metric = TaskMetric { name: "NLL nats/dim".into(), f32: self.nll_f32, int8: self.nll_int8 };
-        family_row!(self, self.macs_forward / self.batch.max(1) as u64, metric)
+        self.file.summary(self.nll_f32, self.nll_int8)
     }
 }
 
@@ -122,28 +87,7 @@ impl GlowFigures {
 /// `inverse`: `n` bounded by the exported batch, calibration of `forward` from `calib/`
 /// (dequantised training images) and of `inverse` from N(0, 1) latents.
 pub fn glow_options(dir: &Path, quant: QuantMode) -> Result<Options> {
-    super::coupling::flow_options(dir, quant)
-}
-
-/// Runs `entry` over the rows of `data` in batches shaped `shape` (its first dim the batch `n`,
-/// the last batch padded with zeros), returning every output with the padding rows dropped,
-/// each flattened.
-pub fn run_rows(bytes: &[u8], entry: &str, data: &[f32], shape: &[usize]) -> Result<Vec<Vec<f32>>> {
-    let n = shape.first().copied().ok_or_else(|| anyhow!("empty input shape"))?;
-    let row: usize = shape[1..].iter().product();
-    let mut outs: Vec<Vec<f32>> = Vec::new();
-    for chunk in data.chunks(n * row.max(1)) {
-        let mut batch = chunk.to_vec();
-        batch.resize(n * row, 0.0);
-        let got = host::run(bytes, entry, &[Array::f32(shape.to_vec(), batch)])?;
-        outs.resize(got.len(), Vec::new());
-        for (o, a) in outs.iter_mut().zip(got) {
-            let v = a.to_f32();
-            let per_row = v.len() / n.max(1);
-            o.extend_from_slice(&v[..chunk.len() / row.max(1) * per_row]);
-        }
-    }
-    Ok(outs)
+    flow_options(dir, quant)
 }
 
 /// A 1×1 convolution stored in a `.mote` file next to its inverse.
@@ -222,10 +166,9 @@ fn run_file(bytes: &[u8], test: &[f32], latents: &[f32], n: usize, side: usize) 
     })
 }
 
-/// `(arena, lower bound, arena without in-place)`, each the peak over entries.
-fn peak(c: &Converted) -> (usize, usize, usize) {
-    let (arena, lower) = c.arena_and_lower_bound();
-    (arena, lower, c.plans.iter().map(|p| p.arena_without_in_place).max().unwrap_or(0))
+/// The arena `c` would need with no op in place (peak over entries).
+fn arena_without_in_place(c: &Converted) -> usize {
+    c.plans.iter().map(|p| p.arena_without_in_place).max().unwrap_or(0)
 }
 
 /// Measures the Glow family in `dir` (`models/glow`).
@@ -233,63 +176,17 @@ pub fn evaluate_glow(dir: &Path) -> Result<GlowFigures> {
     let report = GlowReport::read(dir)?;
     let o = &report.options;
     let (side, d) = (o.config.side, o.config.dims());
-    let n = super::max_batch_of(&dir.join("forward.onnx"))?;
-    let (fwd_onnx, inv_onnx) = (dir.join("forward.onnx"), dir.join("inverse.onnx"));
-    let f32m = convert::convert(&fwd_onnx, &glow_options(dir, QuantMode::F32)?)?;
-    let i8m = convert::convert(&fwd_onnx, &glow_options(dir, QuantMode::Int8)?)?;
-    let single = |p: &Path| -> Result<usize> {
-        let o = Options { extra_entries: Vec::new(), ..glow_options(dir, QuantMode::F32)? };
-        Ok(convert::convert(p, &o)?.bytes.len())
-    };
-    let flash_f32_separate = single(&fwd_onnx)? + single(&inv_onnx)?;
-    let entries = f32m.inspection.entries.iter().map(|e| e.entry.clone()).collect();
-
-    // Golden parity: forward on golden/x.npy, inverse on golden/latent.npy.
-    let gx = Array::read_npy(&dir.join("golden/x.npy"))?;
-    let glat = Array::read_npy(&dir.join("golden/latent.npy"))?;
-    let fwd = host::run(&f32m.bytes, "forward", std::slice::from_ref(&gx))?;
-    let inv = host::run(&f32m.bytes, "inverse", std::slice::from_ref(&glat))?;
-    let tf = verify::tract_reference(&fwd_onnx, std::slice::from_ref(&gx))?;
-    let ti = verify::tract_reference(&inv_onnx, std::slice::from_ref(&glat))?;
-    if fwd.len() != 2 || tf.len() != 2 || inv.is_empty() || ti.is_empty() {
-        bail!("{}: forward must give (z, log_prob) and inverse x", dir.display());
-    }
-    let mut vs_tract = max_abs(&fwd[0].to_f32(), &tf[0].to_f32()).max(max_abs(&fwd[1].to_f32(), &tf[1].to_f32()));
-    vs_tract = vs_tract.max(max_abs(&inv[0].to_f32(), &ti[0].to_f32()));
-    let golden = |name: &str| -> Result<Vec<f32>> { Ok(Array::read_npy(&dir.join("golden").join(name))?.to_f32()) };
-    let log_prob_vs_candle = max_abs(&fwd[1].to_f32(), &golden("log_prob.npy")?);
-    let latent_vs_candle =
-        max_abs(&fwd[0].to_f32(), &golden("z.npy")?).max(max_abs(&inv[0].to_f32(), &golden("sample.npy")?));
-
+    let TwoWayConversion { file, f32: f32m, int8: i8m } = TwoWayFile::measure(dir)?;
     let test = o.test_set();
     let latents = gaussians(o.test_images, d, LATENT_SEED);
-    let r32 = run_file(&f32m.bytes, &test, &latents, n, side)?;
-    let r8 = run_file(&i8m.bytes, &test, &latents, n, side)?;
+    let r32 = run_file(&f32m.bytes, &test, &latents, file.batch, side)?;
+    let r8 = run_file(&i8m.bytes, &test, &latents, file.batch, side)?;
     let test_pixels = to_pixels(&test);
     let pairs32 = invconv_pairs(&f32m.bytes)?;
-
-    let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_default();
-    let (arena_f32, lower_bound_f32, arena_f32_without_in_place) = peak(&f32m);
-    let (arena_int8, lower_bound_int8, arena_int8_without_in_place) = peak(&i8m);
     Ok(GlowFigures {
-        params: stored_params(&f32m.bytes)?,
-        entries,
-        flash_f32: f32m.bytes.len(),
-        flash_f32_separate,
-        flash_int8: i8m.bytes.len(),
-        arena_f32,
-        lower_bound_f32,
-        arena_f32_without_in_place,
-        arena_int8,
-        lower_bound_int8,
-        arena_int8_without_in_place,
-        state_int8: i8m.inspection.state_bytes,
-        batch: n,
-        macs_forward: i8m.entry_macs("forward"),
-        macs_inverse: i8m.entry_macs("inverse"),
-        f32_vs_tract_max_abs: vs_tract,
-        log_prob_vs_candle_max_abs: log_prob_vs_candle,
-        latent_vs_candle_max_abs: latent_vs_candle,
+        file,
+        arena_f32_without_in_place: arena_without_in_place(&f32m),
+        arena_int8_without_in_place: arena_without_in_place(&i8m),
         invertibility_f32: r32.invertibility,
         invertibility_int8: r8.invertibility,
         invertibility_int8_mean: r8.invertibility_mean,
@@ -305,8 +202,6 @@ pub fn evaluate_glow(dir: &Path) -> Result<GlowFigures> {
         energy_int8: energies(&r8.samples, &test_pixels),
         pr_f32: pr(&test_pixels, &r32.samples),
         pr_int8: pr(&test_pixels, &r8.samples),
-        committed_f32_up_to_date: read("model.mote") == f32m.bytes,
-        committed_int8_up_to_date: read("model.int8.mote") == i8m.bytes,
         report: report.clone(),
         samples_f32: r32.samples,
         samples_int8: r8.samples,

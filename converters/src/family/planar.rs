@@ -11,7 +11,8 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use super::coupling::{flow_options, measure_2d_flow};
+use super::coupling::measure_2d_flow;
+use super::two_way::flow_options;
 use super::FlowFigures;
 use crate::convert::Options;
 use crate::emit::dtypes::QuantMode;
@@ -20,7 +21,7 @@ use anyhow::Result;
 use std::path::Path;
 
 /// Options converting `models/planar`: `forward.onnx` with `inverse.onnx` as the second entry
-/// (the coupling flows' [`flow_options`]: `n` bounded by the exported batch, `forward`
+/// (the flows' shared [`flow_options`]: `n` bounded by the exported batch, `forward`
 /// calibrated on `calib/`, `inverse` on N(0, 1) latents).
 pub fn planar_options(dir: &Path, quant: QuantMode) -> Result<Options> {
     flow_options(dir, quant)

@@ -68,8 +68,9 @@ fn publish(dir: &Path, kind: CouplingKind, r: &FlowReport) -> Result<()> {
 }
 
 /// `samples.png` (held-out data | f32 samples | int8 samples | Gaussian baseline samples) and
-/// `latent.png` (the test set mapped to z by the f32 file | N(0, I) latents).
-fn plots(dir: &Path, f: &FlowFigures) -> Result<()> {
+/// `latent.png` (the test set mapped to z by the f32 file | N(0, I) latents); the planar flow
+/// draws the same plots.
+pub(super) fn plots(dir: &Path, f: &FlowFigures) -> Result<()> {
     const DATA: [u8; 3] = [31, 119, 180];
     const MODEL: [u8; 3] = [214, 39, 40];
     const BASE: [u8; 3] = [127, 127, 127];
@@ -83,6 +84,7 @@ fn plots(dir: &Path, f: &FlowFigures) -> Result<()> {
 
 /// The card section the runtime measurements fill in.
 pub fn card_section(f: &FlowFigures) -> String {
+    let file = &f.file;
     let mut s = String::new();
     let _ = writeln!(s, "## On the mote runtime\n");
     let _ = writeln!(
@@ -91,34 +93,34 @@ pub fn card_section(f: &FlowFigures) -> String {
          {} held-out points of `data/test.npy`, in batches of n = {}. Samples are `inverse` of latents drawn \
          by `mote::rng::Rng::gaussian`. Entries of `model.mote`: {}.\n",
         f.test_points,
-        f.batch,
-        f.entries.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+        file.batch,
+        file.entries.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
     );
     let _ = writeln!(s, "| figure | value |\n|---|---|");
     let rows: [(&str, String); 12] = [
-        ("parameters (stored once, shared by both entries)", f.params.to_string()),
+        ("parameters (stored once, shared by both entries)", file.params.to_string()),
         (
             "flash: f32 / int8 / f32 as two separate files",
-            format!("{} / {} / {}", bytes(f.flash_f32), bytes(f.flash_int8), bytes(f.flash_f32_separate)),
+            format!("{} / {} / {}", bytes(file.flash_f32), bytes(file.flash_int8), bytes(file.flash_f32_separate)),
         ),
         (
             "arena / lower bound: f32 / int8 (peak over entries)",
             format!(
                 "{} / {} · {} / {}",
-                bytes(f.arena_f32),
-                bytes(f.lower_bound_f32),
-                bytes(f.arena_int8),
-                bytes(f.lower_bound_int8)
+                bytes(file.arena_f32),
+                bytes(file.lower_bound_f32),
+                bytes(file.arena_int8),
+                bytes(file.lower_bound_int8)
             ),
         ),
         (
             "MACs per call of n points: forward / inverse (per point)",
             format!(
                 "{} / {} ({} / {})",
-                f.macs_forward,
-                f.macs_inverse,
-                f.macs_forward / f.batch.max(1) as u64,
-                f.macs_inverse / f.batch.max(1) as u64
+                file.macs_forward,
+                file.macs_inverse,
+                file.macs_forward / file.batch.max(1) as u64,
+                file.macs_inverse / file.batch.max(1) as u64
             ),
         ),
         (
@@ -134,12 +136,12 @@ pub fn card_section(f: &FlowFigures) -> String {
             "max / mean abs inverse(forward(x)) − x, int8",
             format!("{:.1e} / {:.1e}", f.invertibility_int8, f.invertibility_int8_mean),
         ),
-        ("f32 log_prob vs candle, max-abs nats (golden)", format!("{:.1e}", f.log_prob_vs_candle_max_abs)),
-        ("f32 z and samples vs candle, max-abs (golden)", format!("{:.1e}", f.latent_vs_candle_max_abs)),
-        ("f32 .mote vs tract, max-abs (golden, both entries)", format!("{:.1e}", f.f32_vs_tract_max_abs)),
+        ("f32 log_prob vs candle, max-abs nats (golden)", format!("{:.1e}", file.log_prob_vs_candle_max_abs)),
+        ("f32 z and samples vs candle, max-abs (golden)", format!("{:.1e}", file.latent_vs_candle_max_abs)),
+        ("f32 .mote vs tract, max-abs (golden, both entries)", format!("{:.1e}", file.f32_vs_tract_max_abs)),
         (
             "committed model.mote / model.int8.mote equal a fresh conversion",
-            format!("{} / {}", f.committed_f32_up_to_date, f.committed_int8_up_to_date),
+            format!("{} / {}", file.committed_f32_up_to_date, file.committed_int8_up_to_date),
         ),
     ];
     for (k, v) in rows {

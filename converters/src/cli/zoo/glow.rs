@@ -96,7 +96,7 @@ fn m4_section(dir: &Path, f: &GlowFigures) -> Result<String> {
         per(inv),
         fwd / 1e6,
         inv / 1e6,
-        fwd / f.macs_forward.max(1) as f64,
+        fwd / f.file.macs_forward.max(1) as f64,
         d = dir.display()
     ))
 }
@@ -104,6 +104,7 @@ fn m4_section(dir: &Path, f: &GlowFigures) -> Result<String> {
 /// The card section the runtime measurements fill in.
 pub fn card_section(f: &GlowFigures) -> String {
     let rep = &f.report;
+    let file = &f.file;
     let mut s = String::new();
     let _ = writeln!(s, "## On the mote runtime\n");
     let _ = writeln!(
@@ -117,27 +118,32 @@ pub fn card_section(f: &GlowFigures) -> String {
          `ReduceSum`. The graphs hold no MatMul, so the int8 file quantises no activation: it differs from the \
          f32 file by its f16 convolution weights.\n",
         f.test_images,
-        f.batch,
-        f.entries.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+        file.batch,
+        file.entries.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
     );
     let _ = writeln!(s, "| figure | value |\n|---|---|");
-    let per = |m: u64| m / f.batch.max(1) as u64;
+    let per = |m: u64| m / file.batch.max(1) as u64;
     let bits = rep.options.bits;
     let rows: [(&str, String); 15] = [
         (
             "parameters stored in model.mote (shared weights once; 1×1 convs as W and W⁻¹) / trainable",
-            format!("{} / {}", f.params, rep.params),
+            format!("{} / {}", file.params, rep.params),
         ),
         (
             "flash: f32 / int8 / f32 as two separate files",
-            format!("{} / {} / {}", bytes(f.flash_f32), bytes(f.flash_int8), bytes(f.flash_f32_separate)),
+            format!(
+                "{} / {} / {}",
+                bytes(file.flash_f32),
+                bytes(file.flash_int8),
+                bytes(file.flash_f32_separate)
+            ),
         ),
         (
             "arena / lower bound / without in-place ops, f32 (peak over entries)",
             format!(
                 "{} / {} / {}",
-                bytes(f.arena_f32),
-                bytes(f.lower_bound_f32),
+                bytes(file.arena_f32),
+                bytes(file.lower_bound_f32),
                 bytes(f.arena_f32_without_in_place)
             ),
         ),
@@ -145,14 +151,20 @@ pub fn card_section(f: &GlowFigures) -> String {
             "arena / lower bound / without in-place ops, int8",
             format!(
                 "{} / {} / {}",
-                bytes(f.arena_int8),
-                bytes(f.lower_bound_int8),
+                bytes(file.arena_int8),
+                bytes(file.lower_bound_int8),
                 bytes(f.arena_int8_without_in_place)
             ),
         ),
         (
             "MACs per call of n images: forward / inverse (per image)",
-            format!("{} / {} ({} / {})", f.macs_forward, f.macs_inverse, per(f.macs_forward), per(f.macs_inverse)),
+            format!(
+                "{} / {} ({} / {})",
+                file.macs_forward,
+                file.macs_inverse,
+                per(file.macs_forward),
+                per(file.macs_inverse)
+            ),
         ),
         (
             "test NLL nats/dim: candle / f32 / int8 / Gaussian baseline",
@@ -215,14 +227,17 @@ pub fn card_section(f: &GlowFigures) -> String {
             "max abs W·W⁻¹ − I over the stored 1×1 convs: f32 file / int8 file (f16 weights)",
             format!("{:.1e} / {:.1e} ({} pairs)", f.invconv_identity_f32, f.invconv_identity_int8, f.invconv_pairs),
         ),
-        ("f32 log_prob vs candle, max-abs nats per image (golden)", format!("{:.1e}", f.log_prob_vs_candle_max_abs)),
+        (
+            "f32 log_prob vs candle, max-abs nats per image (golden)",
+            format!("{:.1e}", file.log_prob_vs_candle_max_abs),
+        ),
         (
             "f32 z and samples vs candle · f32 .mote vs tract (both entries), max-abs (golden)",
-            format!("{:.1e} · {:.1e}", f.latent_vs_candle_max_abs, f.f32_vs_tract_max_abs),
+            format!("{:.1e} · {:.1e}", file.latent_vs_candle_max_abs, file.f32_vs_tract_max_abs),
         ),
         (
             "committed model.mote / model.int8.mote equal a fresh conversion",
-            format!("{} / {}", f.committed_f32_up_to_date, f.committed_int8_up_to_date),
+            format!("{} / {}", file.committed_f32_up_to_date, file.committed_int8_up_to_date),
         ),
     ];
     for (k, v) in rows {

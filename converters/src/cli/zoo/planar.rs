@@ -3,10 +3,8 @@
 
 use super::{TrainSettings, ZooFamily};
 use crate::emit::dtypes::QuantMode;
-use crate::family::{self, FamilyFigures, FlowFigures};
-use crate::zoo::coupling::train::{latents, LATENT_SEED};
+use crate::family::{self, FamilyFigures};
 use crate::zoo::planar::{self as zp, PlanarReport, PlanarTrainOptions};
-use crate::zoo::toy2d::{scatter_panels_png, ScatterSet};
 use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
@@ -60,7 +58,7 @@ fn publish(dir: &Path, r: &PlanarReport) -> Result<()> {
         std::fs::write(dir.join(file), &converted.bytes)?;
     }
     let f = family::evaluate_planar(dir)?;
-    plots(dir, &f)?;
+    super::coupling::plots(dir, &f)?;
     let mut section = super::coupling::card_section(&f);
     let _ = writeln!(
         section,
@@ -74,18 +72,4 @@ fn publish(dir: &Path, r: &PlanarReport) -> Result<()> {
     print!("{}", super::table(&[("planar", &f.summary())]));
     println!("wrote {}", dir.display());
     Ok(())
-}
-
-/// `samples.png` (held-out data | f32 samples | int8 samples | Gaussian baseline samples) and
-/// `latent.png` (the test set mapped to z by the f32 file | N(0, I) latents).
-fn plots(dir: &Path, f: &FlowFigures) -> Result<()> {
-    const DATA: [u8; 3] = [31, 119, 180];
-    const MODEL: [u8; 3] = [214, 39, 40];
-    const BASE: [u8; 3] = [127, 127, 127];
-    let panels: [&[ScatterSet<'_>]; 4] =
-        [&[(&f.test, DATA)], &[(&f.samples_f32, MODEL)], &[(&f.samples_int8, MODEL)], &[(&f.samples_baseline, BASE)]];
-    scatter_panels_png(&dir.join("samples.png"), &panels, 256, 3.0)?;
-    let prior = latents(f.test.len(), LATENT_SEED);
-    let panels: [&[ScatterSet<'_>]; 2] = [&[(&f.latents_f32, DATA)], &[(&prior, BASE)]];
-    scatter_panels_png(&dir.join("latent.png"), &panels, 256, 4.0)
 }
