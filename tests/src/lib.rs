@@ -21,6 +21,52 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
+/// Measures the committed folder of a zoo `family` (`models/<family>`) with `evaluate` and
+/// prints the figures; panics if the measurement fails.
+pub fn measured<F: std::fmt::Debug>(family: &str, evaluate: impl FnOnce(&Path) -> anyhow::Result<F>) -> F {
+    let f = evaluate(&model_dir(family)).unwrap_or_else(|e| panic!("evaluate models/{family}: {e:#}"));
+    println!("{f:#?}");
+    f
+}
+
+/// Checks a sequence-to-sequence family's f32 `.mote` against tract (1e-4) and candle's golden
+/// logits (1e-3).
+pub fn assert_golden_parity(f: &mote_converters::zoo::seq2seq::figures::FileFigures) {
+    println!("f32 .mote vs tract max-abs {:.3e}, vs candle {:.3e}", f.f32_vs_tract_max_abs, f.f32_vs_candle_max_abs);
+    assert!(f.f32_vs_tract_max_abs <= 1e-4, "f32 .mote vs tract max-abs {}", f.f32_vs_tract_max_abs);
+    assert!(f.f32_vs_candle_max_abs <= 1e-3, "f32 .mote vs candle max-abs {}", f.f32_vs_candle_max_abs);
+}
+
+/// Prints a sequence-to-sequence family's greedy scores (the held-out set counted in `unit`),
+/// checks that at least 200 were scored and that the candle exact match of the training report
+/// (`trained_exact`) and the f32 file's agree within a point (greedy decoding may flip on
+/// near-ties only).
+pub fn check_greedy_scores(s: &mote_converters::zoo::seq2seq::figures::GreedyScores, unit: &str, trained_exact: f64) {
+    println!(
+        "exact match f32 {:.2}% int8 {:.2}% copy {:.2}%; token accuracy f32 {:.2}% int8 {:.2}% copy {:.2}% ({} {unit})",
+        100.0 * s.exact_f32,
+        100.0 * s.exact_int8,
+        100.0 * s.baseline_exact,
+        100.0 * s.token_f32,
+        100.0 * s.token_int8,
+        100.0 * s.baseline_token,
+        s.heldout_examples
+    );
+    assert!(s.heldout_examples >= 200, "{} {unit}", s.heldout_examples);
+    assert!((trained_exact - s.exact_f32).abs() <= 0.01, "candle {trained_exact:.4} vs f32 .mote {:.4}", s.exact_f32);
+}
+
+/// Prints a sequence-to-sequence family's memory and MACs and checks that its int8 file fits
+/// the default MCU: at most 1 MiB of flash, arena and state within 256 KiB less 8 KiB.
+pub fn assert_fits_default_mcu(f: &mote_converters::zoo::seq2seq::figures::FileFigures, macs_per_token: u64) {
+    println!(
+        "params {} flash f32 {} int8 {} arena {} (lower bound {}) state {} MACs/token {macs_per_token}",
+        f.params, f.flash_f32, f.flash_int8, f.arena_int8, f.lower_bound_int8, f.state_int8
+    );
+    assert!(f.flash_int8 <= 1 << 20, "int8 flash {}", f.flash_int8);
+    assert!(f.arena_int8 + f.state_int8 + 8 * 1024 <= 256 * 1024, "arena {} + state {}", f.arena_int8, f.state_int8);
+}
+
 /// Writes an untrained (randomly initialised) zoo GPT with a small context to `dir`.
 pub fn untrained_gpt(dir: &Path, seed: u64) -> PathBuf {
     use mote_converters::zoo::gpt::{Gpt, GptConfig};

@@ -10,22 +10,23 @@
 //!
 //! ```no_run
 //! let f = mote_converters::family::evaluate_encdec(std::path::Path::new("models/encdec"))?;
-//! assert!(f.exact_int8 > f.baseline_exact);
+//! assert!(f.scores.exact_int8 > f.scores.baseline_exact);
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use super::{max_abs, memory_figures, stored_params, zoo_options, FamilyFigures, TaskMetric};
+use super::{max_abs, zoo_options, FamilyFigures};
 use crate::array::Array;
-use crate::convert::{self, Options};
+use crate::convert::{Converted, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::host;
 use crate::import::OnnxModel;
 use crate::ir::IrOp;
-use crate::verify;
 use crate::zoo::encdec::task::{self, Example, BOS, EOS, SRC_LEN, TGT_LEN};
 use crate::zoo::encdec::train::{example_inputs, read_heldout};
 use crate::zoo::encdec::INPUT_NAMES;
-use anyhow::{anyhow, bail, Result};
+use crate::zoo::seq2seq::figures::{argmax, FileFigures, GreedyScores};
+use crate::zoo::seq2seq::TaskExample;
+use anyhow::{anyhow, Result};
 use mote::ops::MaskMode;
 use serde::Serialize;
 use std::path::Path;
@@ -33,18 +34,11 @@ use std::path::Path;
 /// Everything measured about an encoder–decoder folder.
 #[derive(Debug, Clone, Serialize)]
 pub struct EncdecFigures {
-    /// Real-valued weights stored in the f32 file.
-    pub params: usize,
-    /// f32 file bytes.
-    pub flash_f32: usize,
-    /// int8 file bytes.
-    pub flash_int8: usize,
-    /// int8 arena bytes (peak over entries).
-    pub arena_int8: usize,
-    /// Largest per-entry lower bound of the int8 plan.
-    pub lower_bound_int8: usize,
-    /// State bytes of the int8 file (KV caches and encoder memory, when decode entries exist).
-    pub state_int8: usize,
+    /// The converted files: memory, golden parity, freshness.
+    pub file: FileFigures,
+    /// Greedy outputs of the held-out set (`forward`-based), f32 and int8, against the copy
+    /// baseline.
+    pub scores: GreedyScores,
     /// MACs per generated token: one `decode_step` if the file has one, else `forward` / tgt.
     pub macs_per_token: u64,
     /// Entries of the int8 file.
@@ -54,24 +48,6 @@ pub struct EncdecFigures {
     pub fused_attention: (usize, usize, usize),
     /// Converter notes of the int8 conversion (e.g. attention that runs unfused).
     pub notes: Vec<String>,
-    /// f32 `.mote` against tract on the golden inputs, max-abs.
-    pub f32_vs_tract_max_abs: f32,
-    /// f32 `.mote` against candle's golden logits, max-abs.
-    pub f32_vs_candle_max_abs: f32,
-    /// Held-out examples scored.
-    pub heldout_examples: usize,
-    /// Exact match of greedy outputs (whole sequence), f32 file.
-    pub exact_f32: f64,
-    /// Exact match of greedy outputs, int8 file.
-    pub exact_int8: f64,
-    /// Token accuracy, f32 file.
-    pub token_f32: f64,
-    /// Token accuracy, int8 file.
-    pub token_int8: f64,
-    /// Copy-the-source baseline, exact match.
-    pub baseline_exact: f64,
-    /// Copy-the-source baseline, token accuracy.
-    pub baseline_token: f64,
     /// Whether `encode` + `decode_step` greedy outputs equal the `forward`-based ones, f32 and
     /// int8 (`None`: the file has no such entries).
     pub cached_equals_forward: Option<(bool, bool)>,
@@ -81,20 +57,12 @@ pub struct EncdecFigures {
     /// Exact match of a width-4 beam search (`mote::beam`, after `encode`, prompt `BOS`) with
     /// the int8 file (`None`: no decode entries).
     pub beam4_exact_int8: Option<f64>,
-    /// Whether the committed `model.int8.mote` equals a fresh conversion byte for byte.
-    pub committed_int8_up_to_date: bool,
-    /// Greedy int8 samples `(source, output)`.
-    pub samples: Vec<(String, String)>,
 }
 
 impl EncdecFigures {
     /// The report row: task metric = held-out exact match of greedy outputs (%).
     pub fn summary(&self) -> FamilyFigures {
-        family_row!(
-            self,
-            self.macs_per_token,
-            TaskMetric { name: "exact match %".into(), f32: 100.0 * self.exact_f32, int8: 100.0 * self.exact_int8 }
-        )
+        family_row!(self.file, self.macs_per_token, self.scores.metric())
     }
 }
 
@@ -109,11 +77,6 @@ pub fn encdec_options(dir: &Path, quant: QuantMode) -> Result<Options> {
     };
     o.bounds = [("src".to_string(), meta("mote.max_src")?), ("tgt".to_string(), meta("mote.max_tgt")?)].into();
     Ok(o)
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0
-        as u32
 }
 
 /// Greedy outputs (ids before `EOS`) of a `.mote` file, recomputing the `forward` entry once
@@ -139,7 +102,7 @@ pub fn greedy_answers(bytes: &[u8], examples: &[Example]) -> Result<Vec<Vec<u32>
             host::set_inputs(&mut s, e, &inputs)?;
             s.run(e)?;
             s.output_f32(e, 0, &mut logits)?;
-            let next = argmax(&logits[t * v..(t + 1) * v]);
+            let next = argmax(&logits[t * v..(t + 1) * v]) as u32;
             if next == EOS {
                 break;
             }
@@ -182,7 +145,7 @@ pub fn decode_cached(bytes: &[u8], ex: &Example, forced: Option<&[u32]>) -> Resu
         next = match forced {
             Some(f) if k < f.len() => f[k],
             Some(_) => break,
-            None => argmax(&row),
+            None => argmax(&row) as u32,
         };
         if forced.is_none() && next == EOS {
             break;
@@ -255,43 +218,17 @@ pub fn fused_attention(onnx: &Path, opts: &Options) -> Result<(usize, usize, usi
 
 /// Measures the encoder–decoder family in `dir` (`models/encdec`).
 pub fn evaluate_encdec(dir: &Path) -> Result<EncdecFigures> {
-    let onnx = dir.join("model.onnx");
-    let o8 = encdec_options(dir, QuantMode::Int8)?;
-    let f32m = convert::convert(&onnx, &encdec_options(dir, QuantMode::F32)?)?;
-    let i8m = convert::convert(&onnx, &o8)?;
-    let params = stored_params(&f32m.bytes)?;
-
-    let (mut vs_tract, mut vs_candle) = (0f32, 0f32);
-    let mut goldens = 0;
-    for k in 0.. {
-        let path = |n: &str| dir.join(format!("golden/g{k}.{n}.npy"));
-        if !path("src").exists() {
-            break;
-        }
-        let inputs: Vec<Array> = INPUT_NAMES.iter().map(|n| Array::read_npy(&path(n))).collect::<Result<_>>()?;
-        let want = Array::read_npy(&path("logits"))?.to_f32();
-        let got = host::run(&f32m.bytes, "forward", &inputs)?.remove(0).to_f32();
-        let tract = verify::tract_reference(&onnx, &inputs)?.remove(0).to_f32();
-        vs_tract = vs_tract.max(max_abs(&got, &tract));
-        vs_candle = vs_candle.max(max_abs(&got, &want));
-        goldens += 1;
-    }
-    if goldens == 0 {
-        bail!("{}: no golden inputs", dir.display());
-    }
+    let c = FileFigures::measure(dir, encdec_options, &INPUT_NAMES)?;
+    let (f32m, i8m) = (&c.f32, &c.int8);
     let held = read_heldout(dir)?;
     let a32 = greedy_answers(&f32m.bytes, &held)?;
     let a8 = greedy_answers(&i8m.bytes, &held)?;
-    let (exact_f32, token_f32) = task::score(&held, &a32);
-    let (exact_int8, token_int8) = task::score(&held, &a8);
-    let copies: Vec<Vec<u32>> = held.iter().map(|e| e.src.clone()).collect();
-    let (baseline_exact, baseline_token) = task::score(&held, &copies);
     let (cached_equals_forward, decode_vs_fwd, beam4_exact_int8) = if has_decode_entries(&i8m.bytes)? {
         let probe = &held[..held.len().min(100)];
         let c32 = greedy_answers_cached(&f32m.bytes, probe)? == a32[..probe.len()];
         let c8 = greedy_answers_cached(&i8m.bytes, probe)? == a8[..probe.len()];
         let (mut d32, mut d8) = (0f32, 0f32);
-        for e in task::examples(task::HELDOUT_SEED ^ 0x601d, 4) {
+        for e in Example::goldens() {
             d32 = d32.max(decode_vs_forward(&f32m.bytes, &e)?);
             d8 = d8.max(decode_vs_forward(&i8m.bytes, &e)?);
         }
@@ -300,36 +237,19 @@ pub fn evaluate_encdec(dir: &Path) -> Result<EncdecFigures> {
     } else {
         (None, None, None)
     };
-    let macs = |c: &convert::Converted| {
+    let macs = |c: &Converted| {
         let of = |n: &str| c.inspection.entries.iter().find(|e| e.entry == n).map(|e| e.macs);
         of("decode_step").unwrap_or_else(|| of("forward").unwrap_or(0) / TGT_LEN as u64)
     };
-    let committed = std::fs::read(dir.join("model.int8.mote")).unwrap_or_default();
-    let (flash_f32, flash_int8, arena_int8, lower_bound_int8, state_int8) = memory_figures(&f32m, &i8m);
     Ok(EncdecFigures {
-        params,
-        flash_f32,
-        flash_int8,
-        arena_int8,
-        lower_bound_int8,
-        state_int8,
-        macs_per_token: macs(&i8m),
+        scores: GreedyScores::new(&held, &a32, &a8),
+        macs_per_token: macs(i8m),
         entries: i8m.inspection.entries.iter().map(|e| e.entry.clone()).collect(),
-        fused_attention: fused_attention(&onnx, &o8)?,
+        fused_attention: fused_attention(&dir.join("model.onnx"), &c.int8_options)?,
         notes: i8m.inspection.notes.clone(),
-        f32_vs_tract_max_abs: vs_tract,
-        f32_vs_candle_max_abs: vs_candle,
-        heldout_examples: held.len(),
-        exact_f32,
-        exact_int8,
-        token_f32,
-        token_int8,
-        baseline_exact,
-        baseline_token,
         cached_equals_forward,
         decode_vs_forward: decode_vs_fwd,
         beam4_exact_int8,
-        committed_int8_up_to_date: committed == i8m.bytes,
-        samples: held.iter().zip(&a8).take(6).map(|(e, a)| (task::decode(&e.src), task::decode(a))).collect(),
+        file: c.file,
     })
 }

@@ -4,20 +4,20 @@
 //!
 //! ```no_run
 //! let f = mote_converters::family::evaluate_t5(std::path::Path::new("models/t5"))?;
-//! assert!(f.exact_int8 > f.baseline_exact);
+//! assert!(f.scores.exact_int8 > f.scores.baseline_exact);
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
-use super::{max_abs, memory_figures, stored_params, zoo_options, FamilyFigures, TaskMetric};
+use super::{max_abs, zoo_options, FamilyFigures};
 use crate::array::{Array, Data};
-use crate::convert::{self, Options};
+use crate::convert::Options;
 use crate::emit::dtypes::QuantMode;
 use crate::host;
 use crate::import::OnnxModel;
 use crate::ir::IrOp;
-use crate::verify;
-use crate::zoo::t5::task::{self, Example, PROMPT_LEN};
-use crate::zoo::t5::T5Report;
+use crate::zoo::seq2seq::figures::{argmax, FileFigures, GreedyScores};
+use crate::zoo::t5::task::{self, Example, END, PROMPT_LEN};
+use crate::zoo::t5::{T5Report, INPUT_NAMES};
 use anyhow::{anyhow, bail, Context, Result};
 use mote::ops::{MaskMode, PositionBias};
 use serde::Serialize;
@@ -26,59 +26,26 @@ use std::path::Path;
 /// Everything measured about a T5 folder.
 #[derive(Debug, Clone, Serialize)]
 pub struct T5Figures {
-    /// Real-valued weights stored in the f32 file.
-    pub params: usize,
-    /// f32 file bytes.
-    pub flash_f32: usize,
-    /// int8 file bytes.
-    pub flash_int8: usize,
-    /// int8 arena bytes (peak over entries).
-    pub arena_int8: usize,
-    /// Largest per-entry lower bound of the int8 plan.
-    pub lower_bound_int8: usize,
-    /// KV-cache state bytes (int8).
-    pub state_int8: usize,
+    /// The converted files: memory (the state is the KV caches), golden parity, freshness.
+    pub file: FileFigures,
+    /// Greedy answers (KV-cached) to the held-out probes, f32 and int8, against the copy
+    /// baseline.
+    pub scores: GreedyScores,
     /// MACs of one `decode_step` (full cache bound).
     pub macs_per_token: u64,
     /// Fused `Attention` ops with the prefix mask and the bucketed bias, per entry
     /// (`forward`, `prefill`, `decode_step`) of the int8 file.
     pub fused_prefix_bias_ops: Vec<(String, usize)>,
-    /// f32 `.mote` against tract on the golden inputs, max-abs.
-    pub f32_vs_tract_max_abs: f32,
-    /// f32 `.mote` against candle's golden logits, max-abs.
-    pub f32_vs_candle_max_abs: f32,
-    /// Held-out probes scored.
-    pub heldout_examples: usize,
-    /// Exact match of greedy answers, f32 file.
-    pub exact_f32: f64,
-    /// Exact match of greedy answers, int8 file.
-    pub exact_int8: f64,
-    /// Token accuracy, f32 file.
-    pub token_f32: f64,
-    /// Token accuracy, int8 file.
-    pub token_int8: f64,
-    /// Copy-the-input baseline, exact match.
-    pub baseline_exact: f64,
-    /// Copy-the-input baseline, token accuracy.
-    pub baseline_token: f64,
     /// `prefill` + `decode_step` logits vs the `forward` pass, f32 (max-abs over answer positions).
     pub decode_vs_forward_f32: f32,
     /// The same for int8 (0 means bit-exact).
     pub decode_vs_forward_int8: f32,
-    /// Whether the committed `model.int8.mote` equals a fresh conversion byte for byte.
-    pub committed_int8_up_to_date: bool,
-    /// Greedy int8 samples `(prompt, answer)`.
-    pub samples: Vec<(String, String)>,
 }
 
 impl T5Figures {
     /// The report row: task metric = exact match of greedy answers (%).
     pub fn summary(&self) -> FamilyFigures {
-        family_row!(
-            self,
-            self.macs_per_token,
-            TaskMetric { name: "exact match %".into(), f32: 100.0 * self.exact_f32, int8: 100.0 * self.exact_int8 }
-        )
+        family_row!(self.file, self.macs_per_token, self.scores.metric())
     }
 }
 
@@ -86,10 +53,6 @@ impl T5Figures {
 /// model's `mote.prefill` metadata and its prefix-LM attention).
 pub fn t5_options(dir: &Path, quant: QuantMode) -> Result<Options> {
     zoo_options(dir, quant, true)
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) }).0
 }
 
 /// Runs `prefill` on the prompt then `decode_step` on each of `forced` (teacher forcing) or,
@@ -124,7 +87,7 @@ pub fn decode(
             Some(_) => break,
             None => {
                 let t = argmax(logits.last().map_or(&row[..], |l| &l[..])) as i64;
-                if task::decode(&[t as u32]) == "." {
+                if t == END as i64 {
                     break;
                 }
                 t
@@ -198,67 +161,24 @@ pub fn fused_prefix_bias_ops(onnx: &Path, opts: &Options) -> Result<Vec<(String,
 
 /// Measures the T5 family in `dir` (`models/t5`).
 pub fn evaluate_t5(dir: &Path) -> Result<T5Figures> {
-    let onnx = dir.join("model.onnx");
     let report = T5Report::read(dir)?;
-    let o8 = t5_options(dir, QuantMode::Int8)?;
-    let f32m = convert::convert(&onnx, &t5_options(dir, QuantMode::F32)?)?;
-    let i8m = convert::convert(&onnx, &o8)?;
-    let params = stored_params(&f32m.bytes)?;
-
-    let (mut vs_tract, mut vs_candle) = (0f32, 0f32);
-    let mut goldens = Vec::new();
-    for k in 0.. {
-        let x = dir.join(format!("golden/g{k}.tokens.npy"));
-        if !x.exists() {
-            break;
-        }
-        let inputs = [Array::read_npy(&x)?, Array::read_npy(&dir.join(format!("golden/g{k}.prefix_len.npy")))?];
-        let want = Array::read_npy(&dir.join(format!("golden/g{k}.logits.npy")))?.to_f32();
-        let got = host::run(&f32m.bytes, "forward", &inputs)?.remove(0).to_f32();
-        let tract = verify::tract_reference(&onnx, &inputs)?.remove(0).to_f32();
-        vs_tract = vs_tract.max(max_abs(&got, &tract));
-        vs_candle = vs_candle.max(max_abs(&got, &want));
-        let Data::I64(t) = &inputs[0].data else { bail!("golden tokens must be integers") };
-        goldens.push(t.clone());
-    }
-    if goldens.is_empty() {
-        bail!("{}: no golden inputs", dir.display());
-    }
+    let c = FileFigures::measure(dir, t5_options, &INPUT_NAMES)?;
+    let (f32m, i8m) = (&c.f32, &c.int8);
     let held = task::examples(task::HELDOUT_SEED, report.heldout_examples);
     let a32 = greedy_answers(&f32m.bytes, &held)?;
     let a8 = greedy_answers(&i8m.bytes, &held)?;
-    let (exact_f32, token_f32) = task::score(&held, &a32);
-    let (exact_int8, token_int8) = task::score(&held, &a8);
-    let copies: Vec<String> = held.iter().map(|e| e.src.clone()).collect();
-    let (baseline_exact, baseline_token) = task::score(&held, &copies);
     let (mut d32, mut d8) = (0f32, 0f32);
-    for t in &goldens {
+    for inputs in &c.goldens {
+        let Data::I64(t) = &inputs[0].data else { bail!("golden tokens must be integers") };
         d32 = d32.max(decode_vs_forward(&f32m.bytes, t)?);
         d8 = d8.max(decode_vs_forward(&i8m.bytes, t)?);
     }
-    let committed = std::fs::read(dir.join("model.int8.mote")).unwrap_or_default();
-    let (flash_f32, flash_int8, arena_int8, lower_bound_int8, state_int8) = memory_figures(&f32m, &i8m);
     Ok(T5Figures {
-        params,
-        flash_f32,
-        flash_int8,
-        arena_int8,
-        lower_bound_int8,
-        state_int8,
+        scores: GreedyScores::new(&held, &a32, &a8),
         macs_per_token: i8m.entry_macs("decode_step"),
-        fused_prefix_bias_ops: fused_prefix_bias_ops(&onnx, &o8)?,
-        f32_vs_tract_max_abs: vs_tract,
-        f32_vs_candle_max_abs: vs_candle,
-        heldout_examples: held.len(),
-        exact_f32,
-        exact_int8,
-        token_f32,
-        token_int8,
-        baseline_exact,
-        baseline_token,
+        fused_prefix_bias_ops: fused_prefix_bias_ops(&dir.join("model.onnx"), &c.int8_options)?,
         decode_vs_forward_f32: d32,
         decode_vs_forward_int8: d8,
-        committed_int8_up_to_date: committed == i8m.bytes,
-        samples: held.iter().zip(&a8).take(6).map(|(e, a)| (e.prompt(), a.clone())).collect(),
+        file: c.file,
     })
 }

@@ -26,17 +26,19 @@ pub mod card;
 pub mod task;
 pub mod train;
 
+pub use super::seq2seq::layers::ids_batch;
 pub use card::write_encdec_card;
-pub use train::{train_encdec, EncDecReport, EncDecTrainOptions};
+pub use train::{train_encdec, EncDecReport, BUDGET};
 
 use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::attention::{attend_heads, export_heads, export_seq_len, softmax_keys, CausalSelfAttention};
+use super::attention::{export_seq_len, CausalSelfAttention};
 use super::encoder::{export_extended_mask, extended_mask, SelfAttention};
 use super::layers::{Embedding, LayerNorm, Linear, Mlp, Params, ZooLayer};
 use super::onnx_builder::{attr_int, DataType, Dim, GraphBuilder};
+use super::seq2seq::layers::{export_residual, ProjectedAttention};
 
 /// Names of the ONNX inputs, in order.
 pub const INPUT_NAMES: [&str; 3] = ["src", "src_mask", "tgt"];
@@ -96,61 +98,6 @@ fn sinusoid(freqs: &[f32], s: usize, device: &Device) -> candle_core::Result<Ten
     Tensor::cat(&[a.sin()?, a.cos()?], 1)
 }
 
-/// Cross-attention: queries from `x [B, T, D]`, keys and values from `mem [B, S, D]`, the
-/// source padding mask `ext [B, 1, 1, S]` added to the scaled scores.
-#[derive(Clone, Debug)]
-pub struct CrossAttention {
-    name: String,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    n_heads: usize,
-    d_model: usize,
-}
-
-impl CrossAttention {
-    /// `d_model` must be divisible by `n_heads`.
-    pub fn new(p: &mut Params, name: &str, d: usize, h: usize, std: f64, out_std: f64) -> Result<Self> {
-        ensure!(h > 0 && d.is_multiple_of(h), "d_model must divide into heads");
-        Ok(Self {
-            name: name.to_string(),
-            q: Linear::new(p, &format!("{name}.q"), d, d, std)?,
-            k: Linear::new(p, &format!("{name}.k"), d, d, std)?,
-            v: Linear::new(p, &format!("{name}.v"), d, d, std)?,
-            o: Linear::new(p, &format!("{name}.o"), d, d, out_std)?,
-            n_heads: h,
-            d_model: d,
-        })
-    }
-
-    /// The candle forward pass.
-    pub fn forward(&self, x: &Tensor, mem: &Tensor, ext: &Tensor) -> candle_core::Result<Tensor> {
-        let (q, k, v) = (self.q.forward(x)?, self.k.forward(mem)?, self.v.forward(mem)?);
-        self.o.forward(&attend_heads(&q, &k, &v, self.n_heads, true, &[ext], softmax_keys)?)
-    }
-
-    /// Appends the attention reading `x`, `mem` and the extended mask `ext`; returns its output.
-    pub fn export(&self, g: &mut GraphBuilder, x: &str, mem: &str, ext: &str) -> Result<String> {
-        let (h, dh, d) = (self.n_heads as i64, (self.d_model / self.n_heads) as i64, self.d_model as i64);
-        let q = self.q.export(g, x)?;
-        let k = self.k.export(g, mem)?;
-        let v = self.v.export(g, mem)?;
-        g.push_scope(&self.name);
-        let y = export_heads(g, (&q, &k, &v), [1, -1, h, dh], [1, -1, d], true, &[ext]);
-        g.pop_scope();
-        self.o.export(g, &y)
-    }
-}
-
-/// Residual add `a + b` scoped under `name`.
-fn export_residual(g: &mut GraphBuilder, name: &str, a: &str, b: &str) -> String {
-    g.push_scope(name);
-    let y = g.op("Add", &[a, b], vec![]);
-    g.pop_scope();
-    y
-}
-
 /// Pre-norm encoder layer: `h = x + Attn(LN1(x), mask); out = h + FFN(LN2(h))`.
 #[derive(Clone, Debug)]
 pub struct EncoderBlock {
@@ -196,7 +143,9 @@ pub struct DecoderBlock {
     ln1: LayerNorm,
     self_attn: CausalSelfAttention,
     ln2: LayerNorm,
-    cross: CrossAttention,
+    /// Cross-attention: queries from the decoder, keys and values from the memory, scaled
+    /// scores plus the source padding mask.
+    cross: ProjectedAttention,
     ln3: LayerNorm,
     mlp: Mlp,
 }
@@ -209,7 +158,7 @@ impl DecoderBlock {
             ln1: LayerNorm::new(p, &format!("{name}.ln1"), d, LN_EPS)?,
             self_attn: CausalSelfAttention::new(p, &format!("{name}.self_attn"), d, h, cfg.max_tgt, std, out_std)?,
             ln2: LayerNorm::new(p, &format!("{name}.ln2"), d, LN_EPS)?,
-            cross: CrossAttention::new(p, &format!("{name}.cross_attn"), d, h, std, out_std)?,
+            cross: ProjectedAttention::new(p, &format!("{name}.cross_attn"), d, h, std, out_std, true)?,
             ln3: LayerNorm::new(p, &format!("{name}.ln3"), d, LN_EPS)?,
             mlp: Mlp::new(p, &format!("{name}.mlp"), d, cfg.d_ff, std, out_std)?,
         })
@@ -217,7 +166,7 @@ impl DecoderBlock {
 
     fn forward(&self, x: &Tensor, mem: &Tensor, ext: &Tensor) -> candle_core::Result<Tensor> {
         let h = (x + self.self_attn.forward(&self.ln1.forward(x)?)?)?;
-        let h = (&h + self.cross.forward(&self.ln2.forward(&h)?, mem, ext)?)?;
+        let h = (&h + self.cross.forward(&self.ln2.forward(&h)?, mem, &[ext])?)?;
         &h + self.mlp.forward(&self.ln3.forward(&h)?)?
     }
 
@@ -226,7 +175,7 @@ impl DecoderBlock {
         let a = self.self_attn.export(g, &a)?;
         let h = export_residual(g, &self.name, x, &a);
         let c = self.ln2.export(g, &h)?;
-        let c = self.cross.export(g, &c, mem, ext)?;
+        let c = self.cross.export(g, &c, mem, &[ext])?;
         let h = export_residual(g, &self.name, &h, &c);
         let m = self.ln3.export(g, &h)?;
         let m = self.mlp.export(g, &m)?;
@@ -395,28 +344,13 @@ impl EncDec {
     }
 }
 
-/// Token ids `[B, S]` from equal-length rows.
-pub fn ids_batch(rows: &[Vec<u32>]) -> candle_core::Result<Tensor> {
-    let s = rows.first().map_or(0, |r| r.len());
-    let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-    Tensor::from_vec(flat, (rows.len(), s), &Device::Cpu)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::zoo::layers::tensor_data;
     use crate::zoo::rng::SplitMix64;
-    use tract_onnx::prelude::*;
-
-    fn run_tract(onnx: &[u8], src: &[i64], mask: &[i64], tgt: &[i64]) -> anyhow::Result<Vec<f32>> {
-        let plan = tract_onnx::onnx().model_for_read(&mut &onnx[..])?.into_optimized()?.into_runnable()?;
-        let t = |v: &[i64]| -> anyhow::Result<TValue> {
-            Ok(tract_onnx::prelude::Tensor::from_shape(&[1, v.len()], v)?.into_tvalue())
-        };
-        let out = plan.run(tvec!(t(src)?, t(mask)?, t(tgt)?))?;
-        Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
-    }
+    use crate::zoo::seq2seq::layers::tract_max_abs;
+    use crate::zoo::seq2seq::train::to_i64;
 
     #[test]
     fn exported_encdec_matches_candle_in_tract() -> anyhow::Result<()> {
@@ -434,10 +368,8 @@ mod tests {
                 &ids_batch(std::slice::from_ref(&mask))?,
                 &ids_batch(std::slice::from_ref(&tgt))?,
             )?)?;
-            let i64s = |v: &[u32]| v.iter().map(|&x| x as i64).collect::<Vec<_>>();
-            let got = run_tract(&onnx, &i64s(&src), &i64s(&mask), &i64s(&tgt))?;
-            assert_eq!(want.len(), got.len());
-            let max = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let inputs = [(&[1, s][..], to_i64(&src)), (&[1, s], to_i64(&mask)), (&[1, t], to_i64(&tgt))];
+            let max = tract_max_abs(&onnx, &inputs, &want)?;
             assert!(max < 1e-4, "src {s} ({real} real) tgt {t}: max abs diff {max}");
         }
         Ok(())

@@ -29,6 +29,7 @@ pub mod lm_eval;
 pub mod onnx_builder;
 pub mod planar;
 pub mod rng;
+pub mod seq2seq;
 pub mod switch;
 pub mod t5;
 pub mod toy2d;

@@ -27,16 +27,21 @@ pub mod card;
 pub mod task;
 pub mod train;
 
+pub use super::seq2seq::layers::ids_batch;
 pub use card::write_t5_card;
-pub use train::{train_t5, T5Report, T5TrainOptions};
+pub use train::{train_t5, T5Report, BUDGET};
 
 use anyhow::{ensure, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
-use super::attention::{attend_heads, export_heads, export_seq_len, softmax_keys, MASK_NEG};
+use super::attention::{export_seq_len, MASK_NEG};
 use super::layers::{export_tensor, Embedding, Linear, Params, ZooLayer};
 use super::onnx_builder::{attr_int, attr_ints, DataType, Dim, GraphBuilder};
+use super::seq2seq::layers::{export_residual, ProjectedAttention};
+
+/// Names of the ONNX inputs, in order.
+pub const INPUT_NAMES: [&str; 2] = ["tokens", "prefix_len"];
 
 /// Architecture hyper-parameters.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -118,56 +123,13 @@ impl ZooLayer for RmsNorm {
     }
 }
 
-/// Self-attention without scaling; the stack supplies the shared bias and mask.
-#[derive(Clone, Debug)]
-pub struct T5Attention {
-    name: String,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    n_heads: usize,
-    d_model: usize,
-}
-
-impl T5Attention {
-    fn new(p: &mut Params, name: &str, d: usize, h: usize, std: f64, out_std: f64) -> Result<Self> {
-        ensure!(h > 0 && d.is_multiple_of(h), "d_model must divide into heads");
-        Ok(Self {
-            name: name.to_string(),
-            q: Linear::new(p, &format!("{name}.q"), d, d, std)?,
-            k: Linear::new(p, &format!("{name}.k"), d, d, std)?,
-            v: Linear::new(p, &format!("{name}.v"), d, d, std)?,
-            o: Linear::new(p, &format!("{name}.o"), d, d, out_std)?,
-            n_heads: h,
-            d_model: d,
-        })
-    }
-
-    /// `bias [1, H, S, S]` and `mask [B, 1, S, S]` are added to the unscaled scores.
-    fn forward(&self, x: &Tensor, bias: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
-        self.o.forward(&attend_heads(&q, &k, &v, self.n_heads, false, &[bias, mask], softmax_keys)?)
-    }
-
-    fn export(&self, g: &mut GraphBuilder, input: &str, bias: &str, mask: &str) -> Result<String> {
-        let (h, dh) = (self.n_heads as i64, (self.d_model / self.n_heads) as i64);
-        let q = self.q.export(g, input)?;
-        let k = self.k.export(g, input)?;
-        let v = self.v.export(g, input)?;
-        g.push_scope(&self.name);
-        let y = export_heads(g, (&q, &k, &v), [1, -1, h, dh], [1, -1, self.d_model as i64], false, &[bias, mask]);
-        g.pop_scope();
-        self.o.export(g, &y)
-    }
-}
-
 /// Pre-norm block: `h = x + Attn(N1(x)); out = h + FFN(N2(h))`, FFN = Linear → ReLU → Linear.
 #[derive(Clone, Debug)]
 pub struct T5Block {
     name: String,
     n1: RmsNorm,
-    attn: T5Attention,
+    /// Self-attention without `1/√Dh` scaling; the stack supplies the shared bias and mask.
+    attn: ProjectedAttention,
     n2: RmsNorm,
     fc1: Linear,
     fc2: Linear,
@@ -179,35 +141,32 @@ impl T5Block {
         Ok(Self {
             name: name.to_string(),
             n1: RmsNorm::new(p, &format!("{name}.ln1"), d, 1e-6)?,
-            attn: T5Attention::new(p, &format!("{name}.attn"), d, cfg.n_heads, std, out_std)?,
+            attn: ProjectedAttention::new(p, &format!("{name}.attn"), d, cfg.n_heads, std, out_std, false)?,
             n2: RmsNorm::new(p, &format!("{name}.ln2"), d, 1e-6)?,
             fc1: Linear::new(p, &format!("{name}.ffn.fc1"), d, cfg.d_ff, std)?,
             fc2: Linear::new(p, &format!("{name}.ffn.fc2"), cfg.d_ff, d, out_std)?,
         })
     }
 
+    /// `bias [1, H, S, S]` and `mask [B, 1, S, S]` are added to the unscaled scores.
     fn forward(&self, x: &Tensor, bias: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let h = (x + self.attn.forward(&self.n1.forward(x)?, bias, mask)?)?;
+        let a = self.n1.forward(x)?;
+        let h = (x + self.attn.forward(&a, &a, &[bias, mask])?)?;
         let m = self.fc2.forward(&self.fc1.forward(&self.n2.forward(&h)?)?.relu()?)?;
         &h + m
     }
 
     fn export(&self, g: &mut GraphBuilder, input: &str, bias: &str, mask: &str) -> Result<String> {
         let a = self.n1.export(g, input)?;
-        let a = self.attn.export(g, &a, bias, mask)?;
-        g.push_scope(&self.name);
-        let h = g.op("Add", &[input, &a], vec![]);
-        g.pop_scope();
+        let a = self.attn.export(g, &a, &a, &[bias, mask])?;
+        let h = export_residual(g, &self.name, input, &a);
         let m = self.n2.export(g, &h)?;
         let m = self.fc1.export(g, &m)?;
         g.push_scope(&format!("{}.ffn", self.name));
         let m = g.op("Relu", &[&m], vec![]);
         g.pop_scope();
         let m = self.fc2.export(g, &m)?;
-        g.push_scope(&self.name);
-        let out = g.op("Add", &[&h, &m], vec![]);
-        g.pop_scope();
-        Ok(out)
+        Ok(export_residual(g, &self.name, &h, &m))
     }
 }
 
@@ -307,9 +266,10 @@ impl T5 {
         ensure!(vocab.chars().count() == self.cfg.vocab, "vocab string does not match the model");
         let mut g = GraphBuilder::new("mote_t5");
         let seq = Dim::Param("seq".into());
-        g.input("tokens", DataType::Int64, &[Dim::Fixed(1), seq.clone()]);
-        g.input("prefix_len", DataType::Int64, &[Dim::Fixed(1)]);
-        let logits = self.export_graph(&mut g, "tokens", "prefix_len")?;
+        let [tokens, prefix] = INPUT_NAMES;
+        g.input(tokens, DataType::Int64, &[Dim::Fixed(1), seq.clone()]);
+        g.input(prefix, DataType::Int64, &[Dim::Fixed(1)]);
+        let logits = self.export_graph(&mut g, tokens, prefix)?;
         g.output(&logits, DataType::Float, &[Dim::Fixed(1), seq, Dim::Fixed(self.cfg.vocab as i64)]);
         g.metadata("mote.family", "t5");
         g.metadata("mote.tokenizer", &format!("chars:{vocab}"));
@@ -381,27 +341,13 @@ pub fn ids_row(ids: &[u32]) -> candle_core::Result<Tensor> {
     Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu)
 }
 
-/// Token ids `[B, S]` from equal-length rows.
-pub fn ids_batch(rows: &[Vec<u32>]) -> candle_core::Result<Tensor> {
-    let s = rows.first().map_or(0, |r| r.len());
-    let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
-    Tensor::from_vec(flat, (rows.len(), s), &Device::Cpu)?.to_dtype(DType::U32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::zoo::layers::tensor_data;
     use crate::zoo::rng::SplitMix64;
-    use tract_onnx::prelude::*;
-
-    fn run_tract(onnx: &[u8], ids: &[i64], prefix: i64) -> anyhow::Result<Vec<f32>> {
-        let plan = tract_onnx::onnx().model_for_read(&mut &onnx[..])?.into_optimized()?.into_runnable()?;
-        let t = tract_onnx::prelude::Tensor::from_shape(&[1, ids.len()], ids)?;
-        let p = tract_onnx::prelude::Tensor::from_shape(&[1], &[prefix])?;
-        let out = plan.run(tvec!(t.into_tvalue(), p.into_tvalue()))?;
-        Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
-    }
+    use crate::zoo::seq2seq::layers::tract_max_abs;
+    use crate::zoo::seq2seq::train::to_i64;
 
     #[test]
     fn exported_t5_matches_candle_in_tract() -> anyhow::Result<()> {
@@ -413,9 +359,7 @@ mod tests {
         for (s, p) in [(1usize, 1usize), (7, 3), (12, 5), (12, 0)] {
             let ids: Vec<u32> = (0..s).map(|_| r.below(10) as u32).collect();
             let want = tensor_data(&m.logits(&ids_row(&ids)?, &[p])?)?;
-            let got = run_tract(&onnx, &ids.iter().map(|&v| v as i64).collect::<Vec<_>>(), p as i64)?;
-            assert_eq!(want.len(), got.len());
-            let max = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let max = tract_max_abs(&onnx, &[(&[1, s], to_i64(&ids)), (&[1], vec![p as i64])], &want)?;
             assert!(max < 1e-4, "seq {s} prefix {p}: max abs diff {max}");
         }
         Ok(())

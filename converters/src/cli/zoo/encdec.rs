@@ -1,12 +1,12 @@
 //! `mote zoo` for the vanilla Transformer encoder–decoder family.
 
 use super::{TrainSettings, ZooFamily};
-use crate::emit::dtypes::QuantMode;
 use crate::family::{self, EncdecFigures, FamilyFigures};
-use crate::report::bytes;
-use crate::zoo::encdec::{self, EncDecReport, EncDecTrainOptions};
+use crate::zoo::encdec::{self, EncDecReport};
+use crate::zoo::seq2seq::card::pct;
+use crate::zoo::seq2seq::publish::{self, flash_row, memory, parity_rows, runtime_section, samples_row, score_rows};
+use crate::zoo::seq2seq::train::{trained_line, write_report};
 use anyhow::Result;
-use std::fmt::Write;
 use std::path::Path;
 
 /// The encoder–decoder (toy translation: sequence reversal).
@@ -18,22 +18,9 @@ impl ZooFamily for EncDec {
     }
 
     fn train(&self, out: &Path, settings: &TrainSettings) -> Result<()> {
-        let mut opts = EncDecTrainOptions::default();
-        if let Some(s) = settings.steps {
-            opts.steps = s;
-        }
-        if let Some(s) = settings.seed {
-            opts.seed = s;
-        }
-        let report = encdec::train_encdec(out, &opts)?;
-        std::fs::write(out.join("train_report.json"), serde_json::to_string_pretty(&report)?)?;
-        println!(
-            "trained in {:.0} s: held-out exact match {:.1}% (copy baseline {:.1}%), token accuracy {:.1}%",
-            report.train_seconds,
-            100.0 * report.model.exact,
-            100.0 * report.copy_baseline.exact,
-            100.0 * report.model.token
-        );
+        let report = encdec::train_encdec(out, &encdec::BUDGET.with_overrides(settings.steps, settings.seed))?;
+        write_report(out, &report)?;
+        println!("{}", trained_line(report.train_seconds, report.model, report.copy_baseline));
         publish(out, &report)
     }
 
@@ -48,10 +35,9 @@ impl ZooFamily for EncDec {
 
 /// Converts the ONNX model to int8, measures it on the runtime, writes the card.
 fn publish(dir: &Path, r: &EncDecReport) -> Result<()> {
-    let converted = crate::convert::convert(&dir.join("model.onnx"), &family::encdec_options(dir, QuantMode::Int8)?)?;
-    std::fs::write(dir.join("model.int8.mote"), &converted.bytes)?;
-    let figures = family::evaluate_encdec(dir)?;
-    encdec::write_encdec_card(dir, r, &card_section(&figures))?;
+    let figures = publish::publish(dir, family::encdec_options, family::evaluate_encdec, |f| {
+        encdec::write_encdec_card(dir, r, &card_section(f))
+    })?;
     print!("{}", super::table(&[("encdec", &figures.summary())]));
     println!("wrote {}", dir.display());
     Ok(())
@@ -59,56 +45,33 @@ fn publish(dir: &Path, r: &EncDecReport) -> Result<()> {
 
 /// The card section the runtime measurements fill in.
 pub fn card_section(f: &EncdecFigures) -> String {
-    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
-    let mut s = String::new();
-    let _ = writeln!(s, "## On the mote runtime\n");
     let how = if f.cached_equals_forward.is_some() {
         "`encode` runs the source once, then KV-cached `decode_step` one token at a time"
     } else {
         "the `forward` entry is recomputed for every generated token (the file has no `encode`/`decode_step` \
          entries)"
     };
-    let _ =
-        writeln!(s, "Measured by `mote zoo report` (host runtime, scalar reference kernels). Greedy outputs: {how}.\n");
-    let _ = writeln!(s, "| figure | value |\n|---|---|");
     let (enc, causal, cross) = f.fused_attention;
     let mut rows: Vec<(&str, String)> = vec![
         ("entries (int8 file)", f.entries.join(", ")),
-        ("flash, f32 / int8", format!("{} / {}", bytes(f.flash_f32), bytes(f.flash_int8))),
-        (
-            "int8 arena / lower bound / state",
-            format!("{} / {} / {}", bytes(f.arena_int8), bytes(f.lower_bound_int8), bytes(f.state_int8)),
-        ),
+        flash_row(&f.file),
+        ("int8 arena / lower bound / state", memory(&f.file)),
         ("MACs per generated token", f.macs_per_token.to_string()),
         ("fused Attention ops (forward): encoder self / decoder causal / cross", format!("{enc} / {causal} / {cross}")),
         ("converter notes", if f.notes.is_empty() { "none".into() } else { f.notes.join("; ") }),
-        ("f32 .mote vs tract, max-abs (golden)", format!("{:.2e}", f.f32_vs_tract_max_abs)),
-        ("f32 .mote vs candle, max-abs (golden)", format!("{:.2e}", f.f32_vs_candle_max_abs)),
-        (
-            "exact match f32 / int8 / copy baseline",
-            format!(
-                "{} / {} / {} over {} held-out examples",
-                pct(f.exact_f32),
-                pct(f.exact_int8),
-                pct(f.baseline_exact),
-                f.heldout_examples
-            ),
-        ),
-        (
-            "token accuracy f32 / int8 / copy baseline",
-            format!("{} / {} / {}", pct(f.token_f32), pct(f.token_int8), pct(f.baseline_token)),
-        ),
     ];
+    rows.extend(parity_rows(&f.file));
+    rows.extend(score_rows(&f.scores, "held-out examples"));
     if let (Some((c32, c8)), Some((d32, d8))) = (f.cached_equals_forward, f.decode_vs_forward) {
         rows.push(("encode + decode_step greedy = forward greedy, f32 / int8", format!("{c32} / {c8}")));
         rows.push(("decode_step vs forward logits, max-abs f32 / int8", format!("{d32:.1e} / {d8:.1e}")));
     }
     if let Some(b) = f.beam4_exact_int8 {
-        rows.push(("exact match int8, beam search width 4 / greedy", format!("{} / {}", pct(b), pct(f.exact_int8))));
+        rows.push((
+            "exact match int8, beam search width 4 / greedy",
+            format!("{} / {}", pct(b), pct(f.scores.exact_int8)),
+        ));
     }
-    rows.push(("int8 samples", f.samples.iter().map(|(p, a)| format!("`{p}` → `{a}`")).collect::<Vec<_>>().join(", ")));
-    for (k, v) in rows {
-        let _ = writeln!(s, "| {k} | {v} |");
-    }
-    s
+    rows.push(samples_row(&f.scores));
+    runtime_section(&format!("Greedy outputs: {how}."), &rows)
 }

@@ -9,16 +9,16 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::task;
 use super::train::EncDecReport;
+use crate::zoo::card_md::{push_extra, write_card};
+use crate::zoo::seq2seq::card::{metrics, samples, training, width_row};
 
 /// Renders the card text (without writing it).
 pub fn render_encdec_card(r: &EncDecReport, extra_markdown: &str) -> String {
     let c = &r.config;
-    let o = &r.options;
-    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
     let mut s = String::new();
     let _ = writeln!(s, "# encdec — vanilla Transformer encoder–decoder (toy translation)\n");
     let _ = writeln!(
@@ -49,14 +49,7 @@ pub fn render_encdec_card(r: &EncDecReport, extra_markdown: &str) -> String {
         "| layers | {} encoder + {} decoder pre-norm layers (LayerNorm with bias), final LayerNorm on each side |",
         c.enc_layers, c.dec_layers
     );
-    let _ = writeln!(
-        s,
-        "| width | d_model {}, {} heads (head dim {}), GELU FFN {} |",
-        c.d_model,
-        c.n_heads,
-        c.d_model / c.n_heads,
-        c.d_ff
-    );
+    width_row(&mut s, c.d_model, c.n_heads, &format!("GELU FFN {}", c.d_ff));
     let _ = writeln!(
         s,
         "| embeddings | one token table shared by source and target, scaled by √d; untied output projection |"
@@ -78,34 +71,23 @@ pub fn render_encdec_card(r: &EncDecReport, extra_markdown: &str) -> String {
          [1, tgt, {}] |\n",
         c.vocab
     );
-    let _ = writeln!(s, "## Training\n");
-    let _ = writeln!(
-        s,
-        "AdamW (β = 0.9/0.99, weight decay {} on weight matrices), peak lr {:e}, {} warm-up steps then \
-         cosine decay to 10%, {} steps of {} examples, teacher forcing with the loss on the target tokens \
-         up to EOS, seed {}. Wall time {:.0} s on the host CPU. Smoothed final train loss {:.4} nats/token.\n",
-        o.weight_decay, o.lr, o.warmup, o.steps, o.batch_size, o.seed, r.train_seconds, r.final_train_loss
+    training(
+        &mut s,
+        &r.options,
+        "teacher forcing with the loss on the target tokens up to EOS",
+        r.train_seconds,
+        &format!("{:.4} nats/token", r.final_train_loss),
     );
-    let _ = writeln!(s, "## Metrics (held-out, greedy, candle f32)\n");
-    let _ = writeln!(s, "{} held-out examples; exact match = the whole output sequence right.\n", r.heldout_examples);
-    let _ = writeln!(s, "| model | exact match | token accuracy |\n|---|---|---|");
-    let _ = writeln!(
-        s,
-        "| copy-the-source baseline (unreversed) | {} | {} |",
-        pct(r.copy_baseline.exact),
-        pct(r.copy_baseline.token)
+    metrics(
+        &mut s,
+        &format!("{} held-out examples; exact match = the whole output sequence right.", r.heldout_examples),
+        &[
+            ("copy-the-source baseline (unreversed)".into(), r.copy_baseline),
+            ("**encdec (candle, f32)**".into(), r.model),
+        ],
+        r.onnx_vs_candle_max_abs,
     );
-    let _ = writeln!(s, "| **encdec (candle, f32)** | {} | {} |", pct(r.model.exact), pct(r.model.token));
-    let _ = writeln!(
-        s,
-        "\nExported ONNX in tract vs candle, max abs logit difference on golden inputs: {:.2e}.\n",
-        r.onnx_vs_candle_max_abs
-    );
-    let _ = writeln!(s, "## Samples\n");
-    for (src, out) in &r.samples {
-        let _ = writeln!(s, "- `{src}` → `{out}`");
-    }
-    let _ = writeln!(s);
+    samples(&mut s, &r.samples);
     let _ = writeln!(s, "## Files\n");
     let _ = writeln!(
         s,
@@ -118,16 +100,11 @@ pub fn render_encdec_card(r: &EncDecReport, extra_markdown: &str) -> String {
         s = c.max_src,
         t = c.max_tgt
     );
-    s.push_str(extra_markdown);
-    if !extra_markdown.is_empty() && !extra_markdown.ends_with('\n') {
-        s.push('\n');
-    }
+    push_extra(&mut s, extra_markdown);
     s
 }
 
 /// Writes `card.md` into `out_dir`, appending `extra_markdown` (the runtime figures).
 pub fn write_encdec_card(out_dir: &Path, report: &EncDecReport, extra_markdown: &str) -> Result<()> {
-    let path = out_dir.join("card.md");
-    std::fs::write(&path, render_encdec_card(report, extra_markdown))
-        .with_context(|| format!("writing {}", path.display()))
+    write_card(out_dir, &render_encdec_card(report, extra_markdown))
 }

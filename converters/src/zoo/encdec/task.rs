@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::zoo::rng::SplitMix64;
+use crate::zoo::seq2seq::TaskExample;
 
 /// Padding id (source padding; decoder input and labels past `EOS`).
 pub const PAD: u32 = 0;
@@ -75,6 +76,32 @@ impl Example {
         let mut d = t[..t.len() - 1].to_vec();
         d.resize(len, PAD);
         d
+    }
+}
+
+impl TaskExample for Example {
+    /// Generated ids before `EOS`.
+    type Answer = Vec<u32>;
+
+    const TRAIN_SEED: u64 = TRAIN_SEED;
+    const HELDOUT_SEED: u64 = HELDOUT_SEED;
+
+    fn examples(seed: u64, n: usize) -> Vec<Self> {
+        examples(seed, n)
+    }
+
+    fn score(examples: &[Self], answers: &[Vec<u32>]) -> (f64, f64) {
+        score(examples, answers)
+    }
+
+    /// The source unreversed.
+    fn copied(&self) -> Vec<u32> {
+        self.src.clone()
+    }
+
+    /// The source and the answer as characters.
+    fn sample(&self, answer: &Vec<u32>) -> (String, String) {
+        (decode(&self.src), decode(answer))
     }
 }
 

@@ -1,9 +1,9 @@
 //! Training the zoo encoder–decoder on sequence reversal and writing its artefacts.
 //!
 //! ```no_run
-//! use mote_converters::zoo::encdec::{train_encdec, write_encdec_card, EncDecTrainOptions};
+//! use mote_converters::zoo::encdec::{train_encdec, write_encdec_card, BUDGET};
 //! let out = std::path::Path::new("models/encdec");
-//! let report = train_encdec(out, &EncDecTrainOptions::default())?;
+//! let report = train_encdec(out, &BUDGET)?;
 //! write_encdec_card(out, &report, "")?;
 //! # Ok::<(), anyhow::Error>(())
 //! ```
@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor, D};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::task::{self, Example, EOS, SRC_LEN, TGT_LEN, VOCAB};
@@ -19,52 +19,23 @@ use super::{ids_batch, EncDec, EncDecConfig};
 use crate::array::Array;
 use crate::zoo::layers::tensor_data;
 use crate::zoo::rng::SplitMix64;
-use crate::zoo::trainer::{schedule_of, Curve, Trainer};
+use crate::zoo::seq2seq::artefacts;
+use crate::zoo::seq2seq::train::{
+    answer_loss, greedy_rows, read_report, to_i64, train_and_score, Accuracy, TrainOptions,
+};
+use crate::zoo::seq2seq::TaskExample;
 
-/// Training budget and settings. `Default` is the real zoo budget.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EncDecTrainOptions {
-    /// Optimiser steps.
-    pub steps: usize,
-    /// Examples per step.
-    pub batch_size: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Linear warm-up steps (then cosine decay to 10% of `lr`).
-    pub warmup: usize,
-    /// AdamW weight decay on weight matrices.
-    pub weight_decay: f64,
-    /// Seed for initialisation and the training stream.
-    pub seed: u64,
-    /// Held-out examples scored (from a fixed seed).
-    pub eval_examples: usize,
-    /// No progress bar.
-    pub quiet: bool,
-}
-
-impl Default for EncDecTrainOptions {
-    fn default() -> Self {
-        Self {
-            steps: 1000,
-            batch_size: 48,
-            lr: 2e-3,
-            warmup: 100,
-            weight_decay: 0.01,
-            seed: 42,
-            eval_examples: 300,
-            quiet: false,
-        }
-    }
-}
-
-/// Exact-match and token accuracy of greedy outputs.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
-pub struct Accuracy {
-    /// Fraction of answers reproduced exactly (whole sequence, `EOS` in place).
-    pub exact: f64,
-    /// Fraction of answer tokens right at their position.
-    pub token: f64,
-}
+/// The real zoo budget.
+pub const BUDGET: TrainOptions = TrainOptions {
+    steps: 1000,
+    batch_size: 48,
+    lr: 2e-3,
+    warmup: 100,
+    weight_decay: 0.01,
+    seed: 42,
+    eval_examples: 300,
+    quiet: false,
+};
 
 /// What training measured; serialisable for the CLI and the model card.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,7 +45,7 @@ pub struct EncDecReport {
     /// Architecture.
     pub config: EncDecConfig,
     /// Training settings.
-    pub options: EncDecTrainOptions,
+    pub options: TrainOptions,
     /// Vocabulary in id order (`_` pad, `^` BOS, `$` EOS, then the symbols).
     pub vocab: String,
     /// Trainable scalars.
@@ -100,9 +71,7 @@ pub struct EncDecReport {
 impl EncDecReport {
     /// Reads `train_report.json` from a family folder.
     pub fn read(dir: &Path) -> Result<Self> {
-        let p = dir.join("train_report.json");
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        Ok(serde_json::from_str(&text)?)
+        read_report(dir)
     }
 }
 
@@ -126,25 +95,7 @@ fn batch_loss(m: &EncDec, batch: &[Example]) -> Result<Tensor> {
         l.resize(t, task::PAD);
         labels.extend(l);
     }
-    let logits = m.logits(&src, &mask, &ids_batch(&inputs)?)?;
-    let v = logits.dim(D::Minus1)?;
-    let n = rows.len();
-    let rows = Tensor::from_vec(rows, n, &Device::Cpu)?;
-    let flat = logits.reshape((batch.len() * t, v))?.index_select(&rows, 0)?;
-    let labels = Tensor::from_vec(labels, batch.len() * t, &Device::Cpu)?.index_select(&rows, 0)?;
-    Ok(candle_nn::loss::cross_entropy(&flat, &labels)?)
-}
-
-fn train_loop(m: &EncDec, o: &EncDecTrainOptions) -> Result<(f64, f64, Curve)> {
-    let mut t = Trainer::new(m.params(), "encdec", schedule_of!(o))?.with_smoothing(0.97, 0.03);
-    for step in 0..o.steps {
-        let lr = t.set_lr(step);
-        let batch = task::examples(task::TRAIN_SEED ^ o.seed.wrapping_mul(0x9e37_79b9) ^ step as u64, o.batch_size);
-        let loss = batch_loss(m, &batch)?;
-        t.apply(&loss)?;
-        t.record(step, loss.to_scalar::<f32>()? as f64, lr, "");
-    }
-    Ok(t.finish(""))
+    answer_loss(&m.logits(&src, &mask, &ids_batch(&inputs)?)?, labels, rows)
 }
 
 /// Greedy outputs (ids before `EOS`, at most `TGT_LEN - 1` tokens) decoded in candle.
@@ -153,67 +104,35 @@ pub fn greedy(m: &EncDec, examples: &[Example]) -> Result<Vec<Vec<u32>>> {
     for chunk in examples.chunks(100) {
         let (src, mask) = sources(chunk)?;
         let mem = m.encode(&src, &mask)?;
-        let mut rows = vec![vec![task::BOS]; chunk.len()];
-        let mut done = vec![false; chunk.len()];
-        let mut answers = vec![Vec::new(); chunk.len()];
-        for _ in 0..TGT_LEN - 1 {
-            let logits = m.decode(&ids_batch(&rows)?, &mem, &mask)?;
-            let last = logits.narrow(1, rows[0].len() - 1, 1)?.squeeze(1)?;
-            let next: Vec<u32> = last.argmax(D::Minus1)?.to_vec1()?;
-            for (i, &t) in next.iter().enumerate() {
-                done[i] |= t == EOS;
-                if !done[i] {
-                    answers[i].push(t);
-                }
-                rows[i].push(t);
-            }
-            if done.iter().all(|&d| d) {
-                break;
-            }
-        }
-        out.extend(answers);
+        let starts = vec![vec![task::BOS]; chunk.len()];
+        out.extend(greedy_rows(starts, TGT_LEN - 1, EOS, |rows| m.decode(&ids_batch(rows)?, &mem, &mask))?);
     }
     Ok(out)
 }
 
-fn accuracy(examples: &[Example], outputs: &[Vec<u32>]) -> Accuracy {
-    let (exact, token) = task::score(examples, outputs);
-    Accuracy { exact, token }
-}
-
 /// Trains the zoo encoder–decoder and writes `model.onnx`, `golden/`, `calib/` and the
 /// held-out set (`heldout.{src,src_mask,tgt}.npy`) to `out_dir`.
-pub fn train_encdec(out_dir: &Path, opts: &EncDecTrainOptions) -> Result<EncDecReport> {
+pub fn train_encdec(out_dir: &Path, opts: &TrainOptions) -> Result<EncDecReport> {
     let cfg = EncDecConfig::new(VOCAB.chars().count());
     let m = EncDec::new(cfg, opts.seed)?;
-    let (train_seconds, final_train_loss, loss_curve) = train_loop(&m, opts)?;
-
-    let held = task::examples(task::HELDOUT_SEED, opts.eval_examples);
-    let outputs = greedy(&m, &held)?;
-    let copies: Vec<Vec<u32>> = held.iter().map(|e| e.src.clone()).collect();
-    let samples = held.iter().zip(&outputs).take(6).map(|(e, o)| (task::decode(&e.src), task::decode(o))).collect();
-
+    let t = train_and_score(m.params(), "encdec", opts, |b| batch_loss(&m, b), |h| greedy(&m, h))?;
     let onnx = m.export_onnx(VOCAB)?;
-    let onnx_vs_candle_max_abs = write_artefacts(out_dir, &m, &onnx, &held)?;
+    let onnx_vs_candle_max_abs = write_artefacts(out_dir, &m, &onnx, &t.held)?;
     Ok(EncDecReport {
         family: "encdec".into(),
         config: cfg,
         options: opts.clone(),
         vocab: VOCAB.into(),
         params: m.params().count(),
-        train_seconds,
-        final_train_loss,
-        loss_curve,
-        heldout_examples: held.len(),
-        model: accuracy(&held, &outputs),
-        copy_baseline: accuracy(&held, &copies),
-        samples,
+        train_seconds: t.train_seconds,
+        final_train_loss: t.final_train_loss,
+        loss_curve: t.loss_curve,
+        heldout_examples: t.held.len(),
+        model: t.model,
+        copy_baseline: t.copy_baseline,
+        samples: t.samples,
         onnx_vs_candle_max_abs,
     })
-}
-
-fn i64s(w: &[u32]) -> Vec<i64> {
-    w.iter().map(|&x| x as i64).collect()
 }
 
 /// The three ONNX inputs of one example at the bounds: source, mask, `tgt` (the decoder
@@ -221,9 +140,9 @@ fn i64s(w: &[u32]) -> Vec<i64> {
 pub fn example_inputs(e: &Example) -> [Array; 3] {
     let (src, mask) = e.src_row();
     [
-        Array::i64(vec![1, SRC_LEN], i64s(&src)),
-        Array::i64(vec![1, SRC_LEN], i64s(&mask)),
-        Array::i64(vec![1, TGT_LEN], i64s(&e.decoder_input(TGT_LEN))),
+        Array::i64(vec![1, SRC_LEN], to_i64(&src)),
+        Array::i64(vec![1, SRC_LEN], to_i64(&mask)),
+        Array::i64(vec![1, TGT_LEN], to_i64(&e.decoder_input(TGT_LEN))),
     ]
 }
 
@@ -231,28 +150,17 @@ pub fn example_inputs(e: &Example) -> [Array; 3] {
 /// tract vs candle.
 fn write_artefacts(out: &Path, m: &EncDec, onnx: &[u8], held: &[Example]) -> Result<f32> {
     let v = m.config().vocab;
-    for d in ["golden", "calib"] {
-        let _ = std::fs::remove_dir_all(out.join(d));
-        std::fs::create_dir_all(out.join(d)).with_context(|| format!("creating {}", out.join(d).display()))?;
-    }
-    let path = out.join("model.onnx");
-    std::fs::write(&path, onnx)?;
+    let path = artefacts::start(out, onnx)?;
     let names = super::INPUT_NAMES;
     let mut max_diff = 0f32;
-    for (i, e) in task::examples(task::HELDOUT_SEED ^ 0x601d, 4).iter().enumerate() {
-        let inputs = example_inputs(e);
+    for (i, e) in Example::goldens().iter().enumerate() {
         let (src, mask) = sources(std::slice::from_ref(e))?;
         let tgt = ids_batch(&[e.decoder_input(TGT_LEN)])?;
-        let logits = tensor_data(&m.logits(&src, &mask, &tgt)?)?;
-        for (a, n) in inputs.iter().zip(names) {
-            a.write_npy(&out.join(format!("golden/g{i}.{n}.npy")))?;
-        }
-        Array::f32(vec![1, TGT_LEN, v], logits.clone()).write_npy(&out.join(format!("golden/g{i}.logits.npy")))?;
-        let got = crate::verify::tract_reference(&path, &inputs)?.remove(0).to_f32();
-        max_diff = max_diff.max(crate::family::max_abs(&logits, &got));
+        let logits = Array::f32(vec![1, TGT_LEN, v], tensor_data(&m.logits(&src, &mask, &tgt)?)?);
+        max_diff = max_diff.max(artefacts::write_golden(out, &path, i, &names, &example_inputs(e), &logits)?);
     }
     let mut r = SplitMix64::new(0xca11b);
-    for (i, e) in task::examples(task::TRAIN_SEED ^ 0xca11b, 8).iter().enumerate() {
+    for (i, e) in Example::calibration().iter().enumerate() {
         // Calibration sees full decoder inputs and partial ones (as when decoding greedily).
         let mut inputs = example_inputs(e);
         if i % 2 == 1 {
@@ -261,9 +169,7 @@ fn write_artefacts(out: &Path, m: &EncDec, onnx: &[u8], held: &[Example]) -> Res
                 t[keep..].iter_mut().for_each(|x| *x = task::PAD as i64);
             }
         }
-        for (a, n) in inputs.iter().zip(names) {
-            a.write_npy(&out.join(format!("calib/s{i}.{n}.npy")))?;
-        }
+        artefacts::write_calib(out, i, &names, &inputs)?;
     }
     let n = held.len();
     let (src, mask): (Vec<Vec<u32>>, Vec<Vec<u32>>) = held.iter().map(|e| e.src_row()).unzip();
@@ -275,9 +181,9 @@ fn write_artefacts(out: &Path, m: &EncDec, onnx: &[u8], held: &[Example]) -> Res
             t
         })
         .collect();
-    Array::i64(vec![n, SRC_LEN], i64s(&src.concat())).write_npy(&out.join("heldout.src.npy"))?;
-    Array::i64(vec![n, SRC_LEN], i64s(&mask.concat())).write_npy(&out.join("heldout.src_mask.npy"))?;
-    Array::i64(vec![n, TGT_LEN], i64s(&tgt)).write_npy(&out.join("heldout.tgt.npy"))?;
+    Array::i64(vec![n, SRC_LEN], to_i64(&src.concat())).write_npy(&out.join("heldout.src.npy"))?;
+    Array::i64(vec![n, SRC_LEN], to_i64(&mask.concat())).write_npy(&out.join("heldout.src_mask.npy"))?;
+    Array::i64(vec![n, TGT_LEN], to_i64(&tgt)).write_npy(&out.join("heldout.tgt.npy"))?;
     Ok(max_diff)
 }
 
@@ -303,14 +209,7 @@ mod tests {
     fn short_run_writes_artefacts() -> Result<()> {
         let dir = std::env::temp_dir().join(format!("mote_zoo_encdec_{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let opts = EncDecTrainOptions {
-            steps: 3,
-            batch_size: 4,
-            warmup: 1,
-            eval_examples: 8,
-            quiet: true,
-            ..Default::default()
-        };
+        let opts = TrainOptions { steps: 3, batch_size: 4, warmup: 1, eval_examples: 8, quiet: true, ..BUDGET };
         let r = train_encdec(&dir, &opts)?;
         assert!(r.final_train_loss.is_finite());
         assert!(r.onnx_vs_candle_max_abs < 1e-4, "{}", r.onnx_vs_candle_max_abs);

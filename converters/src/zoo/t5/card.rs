@@ -9,15 +9,15 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::train::T5Report;
+use crate::zoo::card_md::{push_extra, write_card};
+use crate::zoo::seq2seq::card::{metrics, samples, training, width_row};
 
 /// Renders the card text (without writing it).
 pub fn render_t5_card(r: &T5Report, extra_markdown: &str) -> String {
     let c = &r.config;
-    let o = &r.options;
-    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
     let mut s = String::new();
     let _ = writeln!(s, "# t5 — text-to-text prefix-LM (T5 / UniLM)\n");
     let _ = writeln!(
@@ -44,14 +44,7 @@ pub fn render_t5_card(r: &T5Report, extra_markdown: &str) -> String {
     let _ = writeln!(s, "## Architecture\n");
     let _ = writeln!(s, "| | |\n|---|---|");
     let _ = writeln!(s, "| layers | {} pre-norm blocks (RMSNorm, no bias, no mean subtraction) |", c.n_layers);
-    let _ = writeln!(
-        s,
-        "| width | d_model {}, {} heads (head dim {}), no 1/√d scaling, ReLU FFN {} |",
-        c.d_model,
-        c.n_heads,
-        c.d_model / c.n_heads,
-        c.d_ff
-    );
+    width_row(&mut s, c.d_model, c.n_heads, &format!("no 1/√d scaling, ReLU FFN {}", c.d_ff));
     let _ = writeln!(
         s,
         "| positions | one bucketed relative bias table [{}, {}] shared by all layers ({} bidirectional \
@@ -66,33 +59,18 @@ pub fn render_t5_card(r: &T5Report, extra_markdown: &str) -> String {
         "| ONNX I/O | `tokens` int64 [1, seq], `prefix_len` int64 [1] → `logits` f32 [1, seq, {}] |\n",
         c.vocab
     );
-    let _ = writeln!(s, "## Training\n");
-    let _ = writeln!(
-        s,
-        "AdamW (β = 0.9/0.99, weight decay {} on weight matrices), peak lr {:e}, {} warm-up steps then \
-         cosine decay to 10%, {} steps of {} examples, loss on the answer characters only, seed {}. \
-         Wall time {:.0} s on the host CPU. Smoothed final train loss {:.3} nats/char.\n",
-        o.weight_decay, o.lr, o.warmup, o.steps, o.batch_size, o.seed, r.train_seconds, r.final_train_loss
+    training(
+        &mut s,
+        &r.options,
+        "loss on the answer characters only",
+        r.train_seconds,
+        &format!("{:.3} nats/char", r.final_train_loss),
     );
-    let _ = writeln!(s, "## Metrics (held-out, greedy, candle f32)\n");
-    let _ = writeln!(s, "{} probes, tasks alternating.\n", r.heldout_examples);
-    let _ = writeln!(s, "| model | exact match | token accuracy |\n|---|---|---|");
-    let _ =
-        writeln!(s, "| copy-the-input baseline | {} | {} |", pct(r.copy_baseline.exact), pct(r.copy_baseline.token));
-    let _ = writeln!(s, "| **t5 (candle, f32)** | {} | {} |", pct(r.model.exact), pct(r.model.token));
-    for (t, a) in &r.per_task {
-        let _ = writeln!(s, "| t5, `{t}:` only | {} | {} |", pct(a.exact), pct(a.token));
-    }
-    let _ = writeln!(
-        s,
-        "\nExported ONNX in tract vs candle, max abs logit difference on golden inputs: {:.2e}.\n",
-        r.onnx_vs_candle_max_abs
-    );
-    let _ = writeln!(s, "## Samples\n");
-    for (p, out) in &r.samples {
-        let _ = writeln!(s, "- `{p}` → `{out}`");
-    }
-    let _ = writeln!(s);
+    let mut rows =
+        vec![("copy-the-input baseline".to_string(), r.copy_baseline), ("**t5 (candle, f32)**".into(), r.model)];
+    rows.extend(r.per_task.iter().map(|(t, a)| (format!("t5, `{t}:` only"), *a)));
+    metrics(&mut s, &format!("{} probes, tasks alternating.", r.heldout_examples), &rows, r.onnx_vs_candle_max_abs);
+    samples(&mut s, &r.samples);
     let _ = writeln!(s, "## Files\n");
     let _ = writeln!(
         s,
@@ -105,15 +83,11 @@ pub fn render_t5_card(r: &T5Report, extra_markdown: &str) -> String {
         m = c.max_seq,
         p = r.prompt_len
     );
-    s.push_str(extra_markdown);
-    if !extra_markdown.is_empty() && !extra_markdown.ends_with('\n') {
-        s.push('\n');
-    }
+    push_extra(&mut s, extra_markdown);
     s
 }
 
 /// Writes `card.md` into `out_dir`, appending `extra_markdown` (the runtime figures).
 pub fn write_t5_card(out_dir: &Path, report: &T5Report, extra_markdown: &str) -> Result<()> {
-    let path = out_dir.join("card.md");
-    std::fs::write(&path, render_t5_card(report, extra_markdown)).with_context(|| format!("writing {}", path.display()))
+    write_card(out_dir, &render_t5_card(report, extra_markdown))
 }

@@ -12,9 +12,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::zoo::rng::SplitMix64;
+use crate::zoo::seq2seq::TaskExample;
 
 /// Every symbol, in id order: pad, separators, end marker, lower-case letters.
 pub const VOCAB: &str = "_:=.abcdefghijklmnopqrstuvwxyz";
+/// Id of the end marker `.` that closes every answer.
+pub const END: u32 = 3;
 /// Fixed prompt (prefix) length.
 pub const PROMPT_LEN: usize = 16;
 /// Shortest source string.
@@ -88,6 +91,32 @@ impl Example {
     }
 }
 
+impl TaskExample for Example {
+    /// The generated text before the end marker.
+    type Answer = String;
+
+    const TRAIN_SEED: u64 = TRAIN_SEED;
+    const HELDOUT_SEED: u64 = HELDOUT_SEED;
+
+    fn examples(seed: u64, n: usize) -> Vec<Self> {
+        examples(seed, n)
+    }
+
+    fn score(examples: &[Self], answers: &[String]) -> (f64, f64) {
+        score(examples, answers)
+    }
+
+    /// The source string.
+    fn copied(&self) -> String {
+        self.src.clone()
+    }
+
+    /// The padded prompt and the answer.
+    fn sample(&self, answer: &String) -> (String, String) {
+        (self.prompt(), answer.clone())
+    }
+}
+
 /// `n` random examples from `seed` (tasks alternate, lengths and letters uniform).
 pub fn examples(seed: u64, n: usize) -> Vec<Example> {
     let mut r = SplitMix64::new(seed);
@@ -140,6 +169,7 @@ mod tests {
             assert!(ids.len() <= PROMPT_LEN + MAX_LEN + 1);
             assert_eq!(decode(&ids[..PROMPT_LEN]), p);
         }
+        assert_eq!(decode(&[END]), ".");
         let e = Example { task: Task::Reverse, src: "abd".into() };
         let (exact, tok) = score(&[e.clone(), e], &["dba".into(), "dbx".into()]);
         assert_eq!((exact, tok), (0.5, 5.0 / 6.0));
