@@ -93,19 +93,21 @@ pub fn gpt_options(quant: mote_converters::emit::dtypes::QuantMode, seq: usize) 
     }
 }
 
-/// The Cortex-M4 figures a diffusion family's card quotes (`m4.json` of `models/<run.family>`),
+/// The Cortex-M4 figures of `run` a diffusion family's card quotes (its
+/// [`figures_file`](mote_converters::family::m4::DeviceRun::figures_file) in `models/<family>`),
 /// checked against the committed device file: measured by `run`'s command on this very file,
 /// bit-exact with the host, the model embedded whole, the arena and state at least what the
-/// file asks for, RAM and flash within a 256 KiB / 1 MiB Cortex-M4 board's, and one sample costing its `2 × steps` guided denoiser calls plus at most 10%
-/// of sampler arithmetic.
+/// file asks for, RAM and flash within a 256 KiB / 1 MiB Cortex-M4 board's, and one sample
+/// costing its `2 × steps` guided denoiser calls plus at most 10% of sampler arithmetic.
 pub fn current_m4_figures(run: &mote_converters::family::m4::DeviceRun) -> mote_converters::family::m4::M4Figures {
     let dir = model_dir(run.family);
-    let m = mote_converters::family::m4::M4Figures::read(&dir)
-        .unwrap_or_else(|| panic!("models/{}/m4.json is missing or unreadable", run.family));
+    let m = mote_converters::family::m4::M4Figures::read(&dir, run)
+        .unwrap_or_else(|| panic!("models/{}/{} is missing or unreadable", run.family, run.figures_file()));
     println!("{m:?}");
     assert!(
         m.current(&dir, run),
-        "m4.json was measured on an earlier {} (run `mote zoo refresh {}`)",
+        "{} was measured on an earlier {} (run `mote zoo refresh {}`)",
+        run.figures_file(),
         run.file,
         run.family
     );

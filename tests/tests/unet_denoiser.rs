@@ -6,7 +6,7 @@
 //!   one `Attention` op, nearest `Upsample`; nothing else than the expected runtime ops;
 //! - the diffusion metadata reaches the runtime, whose sampler runs the file;
 //! - gradients reach every parameter and one optimiser step lowers the loss on a fixed batch;
-//! - the committed `models/ddpm` device files (teacher and 4-step student): fresh conversions
+//! - the committed `models/ddpm` device files (teacher, 4- and 1-step students): fresh conversions
 //!   equal them, and the runtime's samples reproduce candle's golden samples;
 //! - the distilled 4-step student against the teacher (the acceptance of progressive
 //!   distillation): runtime samples scored by energy distance in local features to held-out
@@ -208,7 +208,7 @@ fn gradients_reach_every_parameter_and_a_step_lowers_the_loss() {
 #[test]
 fn committed_device_files_are_fresh_and_sample_like_candle() {
     let dir = mote_tests::model_dir("ddpm");
-    for model in ["teacher", "student4"] {
+    for model in ["teacher", "student4", "student1"] {
         let (f32m, i8m) = convert_device(&dir, model).expect("convert");
         let read = |f: &str| std::fs::read(dir.join(f)).expect("committed file");
         assert!(read(&format!("{model}.mote")) == f32m.bytes, "{model}.mote differs from a fresh conversion");
@@ -248,7 +248,9 @@ fn four_step_student_is_close_to_the_many_step_teacher_and_far_better_than_four_
 }
 
 #[test]
-fn the_cards_cortex_m4_figures_were_measured_on_the_committed_device_file() {
-    let m = mote_tests::current_m4_figures(&mote_converters::family::ddpm::DEVICE_RUN);
-    assert!(m.decode_instructions.is_none(), "the UNet samples pixels directly");
+fn the_cards_cortex_m4_figures_were_measured_on_the_committed_device_files() {
+    for run in &mote_converters::family::ddpm::DEVICE_RUNS {
+        let m = mote_tests::current_m4_figures(run);
+        assert!(m.decode_instructions.is_none(), "the UNet samples pixels directly");
+    }
 }

@@ -30,9 +30,12 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
 
-/// The Cortex-M4 run recorded in `m4.json`: one guided sample of the 4-step student.
-pub const DEVICE_RUN: DeviceRun =
-    DeviceRun { family: "ddpm", file: "student4.int8.mote", steps: 4, class: 1, scale: 3.0 };
+/// The Cortex-M4 runs, one guided sample each: the 4-step student (`m4.json`) and the 1-step
+/// student (`m4.student1.json`).
+pub const DEVICE_RUNS: [DeviceRun; 2] = [
+    DeviceRun { family: "ddpm", file: "student4.int8.mote", steps: 4, class: 1, scale: 3.0, tag: "" },
+    DeviceRun { family: "ddpm", file: "student1.int8.mote", steps: 1, class: 1, scale: 3.0, tag: "student1" },
+];
 
 /// Unconditional runtime samples per quality row (against as many held-out glyphs).
 pub const RUNTIME_SAMPLES: usize = 512;

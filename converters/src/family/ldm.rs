@@ -40,7 +40,8 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// The Cortex-M4 run recorded in `m4.json`: one guided 4-step sample, decoded.
-pub const DEVICE_RUN: DeviceRun = DeviceRun { family: "ldm", file: "model.int8.mote", steps: 4, class: 1, scale: 3.0 };
+pub const DEVICE_RUN: DeviceRun =
+    DeviceRun { family: "ldm", file: "model.int8.mote", steps: 4, class: 1, scale: 3.0, tag: "" };
 
 /// Sample runs per quality row (8 latents each: 512 decoded samples, the held-out set's size).
 pub const QUALITY_RUNS: u64 = 64;

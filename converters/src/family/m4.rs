@@ -2,7 +2,7 @@
 //! mps2-an386 models/ldm/model.int8.mote --steps 4 --class 1 --guidance 3`, driven from `mote
 //! zoo refresh <family>` when the firmware toolchain is installed. Its figures are kept in
 //! `m4.json` with a hash of the file they were measured on, and the images the device drew in
-//! `device.png`.
+//! `device.png` (`m4.<tag>.json` and `device.<tag>.png` for a family's further runs).
 
 use crate::flash::{self, firmware};
 use crate::zoo::vae::glyphs::{grid_png, PIXELS};
@@ -26,6 +26,9 @@ pub struct DeviceRun {
     pub class: i32,
     /// Guidance scale.
     pub scale: f32,
+    /// What names the records of a family's further runs (`m4.<tag>.json`, `device.<tag>.png`);
+    /// empty for its first run (`m4.json`, `device.png`).
+    pub tag: &'static str,
 }
 
 impl DeviceRun {
@@ -35,6 +38,23 @@ impl DeviceRun {
             "mote flash --board {BOARD} models/{}/{} --steps {} --class {} --guidance {}",
             self.family, self.file, self.steps, self.class, self.scale
         )
+    }
+
+    /// The file its figures are kept in: `m4.json`, or `m4.<tag>.json`.
+    pub fn figures_file(&self) -> String {
+        self.record("m4", "json")
+    }
+
+    /// The picture of what the device drew: `device.png`, or `device.<tag>.png`.
+    pub fn picture_file(&self) -> String {
+        self.record("device", "png")
+    }
+
+    fn record(&self, stem: &str, ext: &str) -> String {
+        match self.tag {
+            "" => format!("{stem}.{ext}"),
+            tag => format!("{stem}.{tag}.{ext}"),
+        }
     }
 }
 
@@ -69,9 +89,9 @@ pub struct M4Figures {
 }
 
 impl M4Figures {
-    /// Reads `m4.json` of `dir`, if any.
-    pub fn read(dir: &Path) -> Option<Self> {
-        serde_json::from_str(&std::fs::read_to_string(dir.join("m4.json")).ok()?).ok()
+    /// Reads the figures of `run` in `dir` ([`DeviceRun::figures_file`]), if any.
+    pub fn read(dir: &Path, run: &DeviceRun) -> Option<Self> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(run.figures_file())).ok()?).ok()
     }
 
     /// Whether the figures were measured on the current device file of `run` in `dir`.
@@ -112,19 +132,19 @@ fn fnv(bytes: &[u8]) -> String {
 }
 
 /// Runs `run` on the QEMU Cortex-M4 when the firmware toolchain is installed and the committed
-/// figures are stale, writing `m4.json` and `device.png` (the device's last output, as glyphs in
-/// [0, 1] after `to_pixels`); prints why not otherwise. `None` without the device file.
+/// figures are stale, writing its [`DeviceRun::figures_file`] and [`DeviceRun::picture_file`]
+/// (the device's last output, as glyphs in [0, 1] after `to_pixels`); prints why not otherwise. `None` without the device file.
 pub fn refresh(dir: &Path, run: &DeviceRun, to_pixels: &dyn Fn(&[f32]) -> Vec<f32>) -> Result<Option<M4Figures>> {
     let model = dir.join(run.file);
     if !model.exists() {
         return Ok(None);
     }
-    let old = M4Figures::read(dir);
+    let old = M4Figures::read(dir, run);
     if old.as_ref().is_some_and(|o| o.current(dir, run)) {
         return Ok(old);
     }
     if let Some(missing) = firmware::missing_toolchain(true) {
-        println!("note: m4.json not refreshed, the firmware toolchain is missing ({missing})");
+        println!("note: {} not refreshed, the firmware toolchain is missing ({missing})", run.figures_file());
         return Ok(old);
     }
     let mut req = flash::Request::new(BOARD, &model);
@@ -135,7 +155,7 @@ pub fn refresh(dir: &Path, run: &DeviceRun, to_pixels: &dyn Fn(&[f32]) -> Vec<f3
     let dev = o.device.as_ref().ok_or_else(|| anyhow!("no device run on {BOARD}"))?;
     let drawn = dev.outputs.last().ok_or_else(|| anyhow!("the device returned no outputs"))?;
     let images = to_pixels(drawn);
-    grid_png(&dir.join("device.png"), &[&images], (images.len() / PIXELS).clamp(1, 8), 3)?;
+    grid_png(&dir.join(run.picture_file()), &[&images], (images.len() / PIXELS).clamp(1, 8), 3)?;
     let f = M4Figures {
         command: run.command(),
         model_hash: fnv(&std::fs::read(&model)?),
@@ -150,7 +170,7 @@ pub fn refresh(dir: &Path, run: &DeviceRun, to_pixels: &dyn Fn(&[f32]) -> Vec<f3
         decode_instructions: o.decode_instructions(),
         forward_instructions: o.forward_instructions().unwrap_or(f64::NAN),
     };
-    std::fs::write(dir.join("m4.json"), serde_json::to_string_pretty(&f)?)?;
+    std::fs::write(dir.join(run.figures_file()), serde_json::to_string_pretty(&f)?)?;
     Ok(Some(f))
 }
 
@@ -166,10 +186,13 @@ mod tests {
 
     #[test]
     fn the_command_names_the_file_and_the_request() {
-        let run = DeviceRun { family: "ldm", file: "model.int8.mote", steps: 4, class: 1, scale: 3.0 };
+        let run = DeviceRun { family: "ldm", file: "model.int8.mote", steps: 4, class: 1, scale: 3.0, tag: "" };
         assert_eq!(
             run.command(),
             "mote flash --board mps2-an386 models/ldm/model.int8.mote --steps 4 --class 1 --guidance 3"
         );
+        assert_eq!((run.figures_file().as_str(), run.picture_file().as_str()), ("m4.json", "device.png"));
+        let one = DeviceRun { tag: "student1", ..run };
+        assert_eq!((one.figures_file().as_str(), one.picture_file().as_str()), ("m4.student1.json", "device.student1.png"));
     }
 }

@@ -1,11 +1,11 @@
 //! `mote zoo` for `ddpm` (the UNet on glyphs): train the teacher, distil it into 4-, 2- and
-//! 1-step students, convert the device files (`teacher.mote`, `student4.mote`, one image per
-//! call, f32 and int8), measure them on the runtime's sampler, run the 4-step student on the
-//! QEMU Cortex-M4 when the toolchain is there and write the card.
+//! 1-step students, convert the device files (`teacher.mote`, `student4.mote`, `student1.mote`,
+//! one image per call, f32 and int8), measure them on the runtime's sampler, run the 4- and
+//! 1-step students on the QEMU Cortex-M4 when the toolchain is there and write the card.
 
 use super::{print_rounds, DistillSettings, TrainSettings, ZooFamily};
 use crate::family::ddpm::{
-    convert_device, evaluate_ddpm, DdpmFigures, DEVICE_RUN, RUNTIME_GUIDED_PER_CLASS, RUNTIME_SAMPLES,
+    convert_device, evaluate_ddpm, DdpmFigures, DEVICE_RUNS, RUNTIME_GUIDED_PER_CLASS, RUNTIME_SAMPLES,
 };
 use crate::family::m4::{self, M4Figures};
 use crate::report::bytes;
@@ -72,10 +72,11 @@ impl ZooFamily for Ddpm {
 }
 
 /// The denoisers published as device files (`<model>.mote`, `<model>.int8.mote`) when their
-/// ONNX exists: the teacher and the 4-step student.
-const DEVICE_MODELS: [&str; 2] = ["teacher", "student4"];
-/// Students measured on the runtime (f32 and int8 quality) without a committed device file.
-const MEASURED_STUDENTS: [&str; 2] = ["student2", "student1"];
+/// ONNX exists: the teacher and the 4- and 1-step students.
+const DEVICE_MODELS: [&str; 3] = ["teacher", "student4", "student1"];
+/// Every denoiser measured on the runtime (f32 and int8 quality) when its ONNX exists, in the
+/// card's order; only [`DEVICE_MODELS`] keep their device files.
+const MEASURED: [&str; 4] = ["teacher", "student4", "student2", "student1"];
 
 /// The family's report row comes from this denoiser: the 4-step student once distilled.
 fn report_model(dir: &Path) -> &'static str {
@@ -90,11 +91,11 @@ fn report_model(dir: &Path) -> &'static str {
 /// every denoiser on the runtime, plots and writes the card.
 fn publish(dir: &Path) -> Result<()> {
     let mut all: Vec<(DdpmFigures, f64)> = Vec::new();
-    for model in DEVICE_MODELS.iter().chain(&MEASURED_STUDENTS) {
+    for model in MEASURED {
         if !dir.join(format!("{model}.onnx")).exists() {
             continue;
         }
-        let device = DEVICE_MODELS.contains(model);
+        let device = DEVICE_MODELS.contains(&model);
         if device {
             let (f32m, i8m) = convert_device(dir, model)?;
             std::fs::write(dir.join(format!("{model}.mote")), &f32m.bytes)?;
@@ -127,7 +128,10 @@ fn publish(dir: &Path) -> Result<()> {
         section.push_str(&card_section(f, *ratio));
     }
     section.push_str(&students_section(&figures));
-    section.push_str(&m4_section(dir, m4::refresh(dir, &DEVICE_RUN, &to_pixels)?.as_ref()));
+    section.push_str("## On a Cortex-M4 (QEMU)\n\n");
+    for run in &DEVICE_RUNS {
+        section.push_str(&m4_section(dir, run, m4::refresh(dir, run, &to_pixels)?.as_ref()));
+    }
     write_card(dir, &t, DistillReport::read(dir).ok().as_ref(), &section)?;
     print!("{section}");
     let row = all.iter().find(|(f, _)| f.model == report_model(dir)).map(|(f, _)| f.summary());
@@ -163,33 +167,37 @@ fn students_section(figures: &[&DdpmFigures]) -> String {
     let _ = writeln!(
         s,
         "\n![runtime samples](runtime_samples.png)\n\n`runtime_samples.png`: the first 48 unconditional runtime \
-         samples of each device file (teacher with 4 DDIM steps, then the 4-step student), f32 | int8 from the same \
-         noise.\n"
+         samples of each device file (teacher with 4 DDIM steps, then the 4-step and the 1-step student), \
+         f32 | int8 from the same noise.\n"
     );
     s
 }
 
-/// The card section of the Cortex-M4 run.
-fn m4_section(dir: &Path, device: Option<&M4Figures>) -> String {
-    let mut s = String::from("## On a Cortex-M4 (QEMU)\n\n");
+/// The card paragraph of one Cortex-M4 run.
+fn m4_section(dir: &Path, run: &m4::DeviceRun, device: Option<&M4Figures>) -> String {
+    let mut s = String::new();
     let Some(m) = device else {
-        s.push_str(
-            "Not measured yet: install the firmware toolchain (`.ci/setup-toolchain.sh`) and run `mote zoo refresh ddpm`.\n\n",
+        let _ = writeln!(
+            s,
+            "`{}`: not measured yet; install the firmware toolchain (`.ci/setup-toolchain.sh`) and run `mote zoo \
+             refresh ddpm`.\n",
+            run.command()
         );
         return s;
     };
     let _ = writeln!(
         s,
         "`{}`{}: one guided {}-step sample ({} denoiser calls) takes {:.1} M instructions ({:.1} M per call); {}\n\n\
-         ![device](device.png)\n\n`device.png`: the glyph the device drew (class {}).\n",
+         ![device]({pic})\n\n`{pic}`: the glyph the device drew (class {}).\n",
         m.command,
-        m.staleness(dir, &DEVICE_RUN),
-        DEVICE_RUN.steps,
-        2 * DEVICE_RUN.steps,
+        m.staleness(dir, run),
+        run.steps,
+        2 * run.steps,
         m.sample_instructions / 1e6,
         m.forward_instructions / 1e6,
         m.footprint(),
-        DEVICE_RUN.class
+        run.class,
+        pic = run.picture_file(),
     );
     s
 }
