@@ -77,16 +77,16 @@ fn every_denoiser_file_matches_tract_and_candle() {
     let others: Vec<ConvertedFile> =
         ["student2", "student1"].iter().map(|m| f.dir.convert(m).expect("convert")).collect();
     for file in [&f.teacher, &f.student4].into_iter().chain(&others) {
-        let (model, figures) = (&file.figures.model, &file.figures);
+        let (model, figures) = (&file.figures.file.model, &file.figures);
         println!(
             "{model}: steps {:?}, vs tract {:.1e}, vs candle {:.1e}",
-            figures.steps, figures.f32_vs_tract_max_abs, figures.f32_vs_candle_max_abs
+            figures.file.steps, figures.f32_vs_tract_max_abs, figures.f32_vs_candle_max_abs
         );
         assert!(figures.f32_vs_tract_max_abs <= 1e-4, "{model}: {}", figures.f32_vs_tract_max_abs);
         assert!(figures.f32_vs_candle_max_abs <= 1e-4, "{model}: {}", figures.f32_vs_candle_max_abs);
         let want: Vec<usize> =
             model.strip_prefix("student").map(|n| vec![n.parse().expect("steps")]).unwrap_or_default();
-        assert_eq!(figures.steps, want, "{model}: supported step counts");
+        assert_eq!(figures.file.steps, want, "{model}: supported step counts");
     }
     // The committed device file itself on the golden batch.
     let bytes = std::fs::read(dir.join("student4.mote")).expect("student4.mote");
@@ -179,13 +179,14 @@ fn int8_student_stays_close_to_f32() {
     assert!(i8r.energy <= 1.25 * f32r.energy, "int8 {} vs f32 {}", i8r.energy, f32r.energy);
     assert!(i8r.energy <= 1.25 * many.energy, "int8 {} vs teacher {}", i8r.energy, many.energy);
     assert!(stray < 0.05, "int8 samples stray {stray} from the f32 ones");
-    let fx = &fixture().student4.figures;
+    let fx = &fixture().student4.figures.file;
+    let (flash8, arena8) = (fx.flash_int8.expect("int8"), fx.arena_int8.expect("int8"));
     println!(
-        "student4 flash f32 {} int8 {}; arena/lower bound int8 {:?}, state {}",
-        fx.flash_f32, fx.flash_int8, fx.arena_int8, fx.state
+        "student4 flash f32 {} int8 {flash8}; arena/lower bound int8 {arena8:?}, state {}",
+        fx.flash_f32, fx.state
     );
-    assert!(fx.flash_int8 * 5 < fx.flash_f32 * 2, "int8 weights: {} vs {}", fx.flash_int8, fx.flash_f32);
-    assert!(fx.arena_int8.0 >= fx.arena_int8.1 && fx.arena_int8.1 > 0);
+    assert!(flash8 * 5 < fx.flash_f32 * 2, "int8 weights: {flash8} vs {}", fx.flash_f32);
+    assert!(arena8.0 >= arena8.1 && arena8.1 > 0);
     // The sampler's slot: 5 f32 per value of x (64 rows × 2), plus the slot header.
     let x_values = fixture().dir.batch() * 2;
     assert!(fx.state >= mote::diffusion::SAMPLER_STATE_VALUES * 4 * x_values, "state {}", fx.state);

@@ -74,15 +74,15 @@ fn both_entries_match_tract_and_candle() {
     let others: Vec<ConvertedFile> =
         ["student2", "student1"].iter().map(|m| f.dir.convert(m, false).expect("convert")).collect();
     for file in [&f.teacher, &f.student4].into_iter().chain(&others) {
-        let x = &file.figures;
+        let (x, model) = (&file.figures, &file.figures.file.model);
         println!(
-            "{}: steps {:?}, forward vs tract {:.1e}, vs candle {:.1e}; decode vs tract {:.1e}",
-            x.model, x.steps, x.denoise_vs_tract, x.denoise_vs_candle, x.decode_vs_tract
+            "{model}: steps {:?}, forward vs tract {:.1e}, vs candle {:.1e}; decode vs tract {:.1e}",
+            x.file.steps, x.denoise_vs_tract, x.denoise_vs_candle, x.decode_vs_tract
         );
-        assert!(x.denoise_vs_tract <= 1e-4 && x.denoise_vs_candle <= 1e-4, "{}: {x:?}", x.model);
-        assert!(x.decode_vs_tract <= 1e-4, "{}: decode {}", x.model, x.decode_vs_tract);
-        let want: Vec<usize> = x.model.strip_prefix("student").map(|n| vec![n.parse().expect("n")]).unwrap_or_default();
-        assert_eq!(x.steps, want, "{}: supported step counts", x.model);
+        assert!(x.denoise_vs_tract <= 1e-4 && x.denoise_vs_candle <= 1e-4, "{model}: {x:?}");
+        assert!(x.decode_vs_tract <= 1e-4, "{model}: decode {}", x.decode_vs_tract);
+        let want: Vec<usize> = model.strip_prefix("student").map(|n| vec![n.parse().expect("n")]).unwrap_or_default();
+        assert_eq!(x.file.steps, want, "{model}: supported step counts");
         // One call denoises 8 latents, exactly what one decode call takes.
         assert!(x.macs_denoise_call > 0 && x.macs_decode_call > x.macs_denoise_call);
     }
@@ -211,7 +211,7 @@ fn int8_device_file_stays_close_to_f32() {
     // The card's bound: energy within 15% of f32, decoded pixels 0.02 apart on average.
     assert!((0.85..=1.15).contains(&ratio), "int8 {} vs f32 {}", i8r.energy, f32r.energy);
     assert!(pixel < 0.02 && latent < 0.35, "pixels {pixel}, latents {latent}");
-    let x = &fixture().student4.figures;
+    let x = &fixture().student4.figures.file;
     let (flash8, arena8) = (x.flash_int8.expect("int8"), x.arena_int8.expect("int8"));
     println!(
         "device file: flash f32 {} int8 {flash8}; arena / lower bound int8 {arena8:?}, state {}",

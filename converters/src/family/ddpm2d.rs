@@ -21,6 +21,7 @@ use crate::array::Array;
 use crate::convert::{self, Calibration, Converted, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::host;
+use crate::report::bytes;
 use crate::verify;
 use crate::zoo::diffusion::metrics::Knn;
 use crate::zoo::diffusion::train::{TeacherReport, GOLDEN_GUIDANCE, GOLDEN_SEED, SAMPLE_SEED};
@@ -75,23 +76,102 @@ pub struct GuidanceRow {
     pub energy: f64,
 }
 
-/// Size, memory and parity of one converted file.
+/// Size and memory of one converted denoiser file, the part of its figures that the `ddpm2d`
+/// and `ldm` families measure alike (each embeds it, flattened, in its own file figures).
 #[derive(Debug, Clone, Serialize)]
-pub struct FileFigures {
+pub struct DenoiserFile {
     /// File: `teacher`, `student4`, …
     pub model: String,
     /// Step counts it samples with (empty: any up to T).
     pub steps: Vec<usize>,
     /// f32 file bytes.
     pub flash_f32: usize,
-    /// int8 file bytes.
-    pub flash_int8: usize,
-    /// f32 arena bytes and the plan's lower bound.
+    /// int8 file bytes (when converted).
+    pub flash_int8: Option<usize>,
+    /// f32 arena bytes and the plan's lower bound (peak over entries).
     pub arena_f32: (usize, usize),
-    /// int8 arena bytes and the plan's lower bound.
-    pub arena_int8: (usize, usize),
+    /// int8 arena bytes and the plan's lower bound (when converted).
+    pub arena_int8: Option<(usize, usize)>,
     /// State bytes (the sampler's slot).
     pub state: usize,
+}
+
+impl DenoiserFile {
+    /// The card's table cells of the file, `|`-separated: name, step counts, flash f32 / int8,
+    /// arena / lower bound f32, arena / lower bound int8 and state (`—` for what was not
+    /// converted).
+    pub fn cells(&self) -> String {
+        let steps = if self.steps.is_empty() { "any".to_string() } else { format!("{:?}", self.steps) };
+        let i8 = self.flash_int8.map_or("—".to_string(), bytes);
+        let a8 = self.arena_int8.map_or("—".to_string(), |a| format!("{} / {}", bytes(a.0), bytes(a.1)));
+        format!(
+            "{} | {steps} | {} / {i8} | {} / {} | {a8} | {}",
+            self.model,
+            bytes(self.flash_f32),
+            bytes(self.arena_f32.0),
+            bytes(self.arena_f32.1),
+            bytes(self.state)
+        )
+    }
+}
+
+/// A denoiser `<model>.onnx` converted in f32 (and int8 when asked), with its size and memory
+/// and the f32 `forward` entry checked on the golden denoiser inputs.
+pub struct DenoiserConversion {
+    /// The f32 conversion.
+    pub f32: Converted,
+    /// The int8 conversion, when asked for.
+    pub int8: Option<Converted>,
+    /// Size and memory.
+    pub file: DenoiserFile,
+    /// f32 `forward` vs tract on the golden denoiser inputs, max-abs.
+    pub forward_vs_tract: f32,
+    /// f32 `forward` vs candle's golden outputs, max-abs.
+    pub forward_vs_candle: f32,
+}
+
+/// Converts `<model>.onnx` of `dir` with `options` (given the precision) in f32, and in int8
+/// when `int8`, and runs the f32 file's `forward` entry on the golden denoiser inputs
+/// (`golden/<model>.{x,t,class}.npy`) against tract and against candle's outputs
+/// (`golden/<model>.v.npy`).
+pub fn convert_denoiser(
+    dir: &Path,
+    model: &str,
+    int8: bool,
+    options: impl Fn(QuantMode) -> Result<Options>,
+) -> Result<DenoiserConversion> {
+    let onnx = dir.join(format!("{model}.onnx"));
+    let f32m =
+        convert::convert(&onnx, &options(QuantMode::F32)?).with_context(|| format!("converting {}", onnx.display()))?;
+    let i8m = if int8 { Some(convert::convert(&onnx, &options(QuantMode::Int8)?)?) } else { None };
+    let golden = |s: &str| Array::read_npy(&dir.join(format!("golden/{model}.{s}.npy")));
+    let inputs = [golden("x")?, golden("t")?, golden("class")?];
+    let got = host::run(&f32m.bytes, "forward", &inputs)?.remove(0).to_f32();
+    let tract = verify::tract_reference(&onnx, &inputs)?.remove(0).to_f32();
+    let file = DenoiserFile {
+        model: model.to_string(),
+        steps: listed_steps(&f32m),
+        flash_f32: f32m.bytes.len(),
+        flash_int8: i8m.as_ref().map(|c| c.bytes.len()),
+        arena_f32: f32m.arena_and_lower_bound(),
+        arena_int8: i8m.as_ref().map(Converted::arena_and_lower_bound),
+        state: f32m.inspection.state_bytes,
+    };
+    Ok(DenoiserConversion {
+        forward_vs_tract: max_abs(&got, &tract),
+        forward_vs_candle: max_abs(&got, &golden("v")?.to_f32()),
+        f32: f32m,
+        int8: i8m,
+        file,
+    })
+}
+
+/// Size, memory and parity of one converted file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileFigures {
+    /// Name, step counts, size and memory (always converted in int8).
+    #[serde(flatten)]
+    pub file: DenoiserFile,
     /// MACs of one denoiser call on a full batch.
     pub macs_per_call: u64,
     /// f32 `.mote` vs tract on the golden denoiser inputs, max-abs.
@@ -157,7 +237,7 @@ impl DiffusionFigures {
 
     /// The figures of file `model`.
     pub fn file(&self, model: &str) -> Option<&FileFigures> {
-        self.files.iter().find(|f| f.model == model)
+        self.files.iter().find(|f| f.file.model == model)
     }
 
     /// The report row: the 4-step student (the device file): energy distance f32 / int8 and
@@ -167,11 +247,11 @@ impl DiffusionFigures {
         let e = |p: &str| self.row("student4", p, 4).map_or(f64::NAN, |r| r.energy);
         FamilyFigures {
             params: self.params,
-            flash_f32: f.map_or(0, |f| f.flash_f32),
-            flash_int8: f.map_or(0, |f| f.flash_int8),
-            arena_int8: f.map_or(0, |f| f.arena_int8.0),
-            lower_bound_int8: f.map_or(0, |f| f.arena_int8.1),
-            state_int8: f.map_or(0, |f| f.state),
+            flash_f32: f.map_or(0, |f| f.file.flash_f32),
+            flash_int8: f.and_then(|f| f.file.flash_int8).unwrap_or(0),
+            arena_int8: f.and_then(|f| f.file.arena_int8).map_or(0, |a| a.0),
+            lower_bound_int8: f.and_then(|f| f.file.arena_int8).map_or(0, |a| a.1),
+            state_int8: f.map_or(0, |f| f.file.state),
             macs_per_token: self.row("student4", "f32", 4).map_or(0, |r| r.macs_per_sample),
             f32_vs_tract_max_abs: f.map_or(f32::NAN, |f| f.f32_vs_tract_max_abs),
             metric: TaskMetric { name: "energy dist 4st".into(), f32: e("f32"), int8: e("int8") },
@@ -272,28 +352,15 @@ impl Ddpm2dDir {
     /// Converts `<model>.onnx` (f32 and int8) and checks the f32 file against tract and candle
     /// on the golden denoiser inputs.
     pub fn convert(&self, model: &str) -> Result<ConvertedFile> {
-        let dir = &self.dir;
-        let onnx = dir.join(format!("{model}.onnx"));
-        let f32m = convert::convert(&onnx, &ddpm2d_options(dir, model, QuantMode::F32)?)
-            .with_context(|| format!("converting {}", onnx.display()))?;
-        let i8m = convert::convert(&onnx, &ddpm2d_options(dir, model, QuantMode::Int8)?)?;
-        let golden = |s: &str| Array::read_npy(&dir.join(format!("golden/{model}.{s}.npy")));
-        let inputs = [golden("x")?, golden("t")?, golden("class")?];
-        let got = host::run(&f32m.bytes, "forward", &inputs)?.remove(0).to_f32();
-        let tract = verify::tract_reference(&onnx, &inputs)?.remove(0).to_f32();
+        let c = convert_denoiser(&self.dir, model, true, |q| ddpm2d_options(&self.dir, model, q))?;
         let figures = FileFigures {
-            model: model.to_string(),
-            steps: listed_steps(&f32m),
-            flash_f32: f32m.bytes.len(),
-            flash_int8: i8m.bytes.len(),
-            arena_f32: f32m.arena_and_lower_bound(),
-            arena_int8: i8m.arena_and_lower_bound(),
-            state: f32m.inspection.state_bytes,
-            macs_per_call: f32m.entry_macs("forward"),
-            f32_vs_tract_max_abs: max_abs(&got, &tract),
-            f32_vs_candle_max_abs: max_abs(&got, &golden("v")?.to_f32()),
+            macs_per_call: c.f32.entry_macs("forward"),
+            f32_vs_tract_max_abs: c.forward_vs_tract,
+            f32_vs_candle_max_abs: c.forward_vs_candle,
+            file: c.file,
         };
-        Ok(ConvertedFile { f32: f32m, int8: i8m, figures })
+        let int8 = c.int8.ok_or_else(|| anyhow!("{model} was not converted to int8"))?;
+        Ok(ConvertedFile { f32: c.f32, int8, figures })
     }
 
     /// Sample quality of `file` at `precision` with `method` and `steps`: [`QUALITY_SAMPLES`]
@@ -315,7 +382,7 @@ impl Ddpm2dDir {
         )?;
         let per_row = file.figures.macs_per_call / self.batch().max(1) as u64;
         let row = QualityRow {
-            model: file.figures.model.clone(),
+            model: file.figures.file.model.clone(),
             precision: precision.into(),
             method: if method == Method::Ddpm { "DDPM" } else { "DDIM" }.into(),
             steps,
@@ -347,7 +414,7 @@ impl Ddpm2dDir {
             per_class.iter().enumerate().map(|(c, p)| p.iter().filter(|&&q| self.knn.classify(q) == c).count()).sum();
         let all: Vec<Point> = per_class.concat();
         let row = GuidanceRow {
-            model: file.figures.model.clone(),
+            model: file.figures.file.model.clone(),
             steps,
             scale,
             accuracy: hits as f64 / all.len().max(1) as f64,

@@ -23,10 +23,11 @@ mod evaluate;
 pub use baselines::{Baselines, LatentGaussian};
 pub use evaluate::{evaluate_ldm, evaluate_ldm_student, Int8Figures, LdmFigures, Panels};
 
+use super::ddpm2d::{convert_denoiser, reference_steps, DenoiserFile};
 use super::m4::DeviceRun;
-use super::{listed_steps, max_abs, stored_params, FamilyFigures, TaskMetric};
+use super::{max_abs, stored_params, FamilyFigures, TaskMetric};
 use crate::array::Array;
-use crate::convert::{self, Calibration, Converted, Options};
+use crate::convert::{Calibration, Converted, Options};
 use crate::emit::dtypes::QuantMode;
 use crate::zoo::diffusion::train::{GOLDEN_GUIDANCE, GOLDEN_SEED, SAMPLE_SEED};
 use crate::zoo::ldm::classify::GlyphKnn;
@@ -34,7 +35,7 @@ use crate::zoo::ldm::latents::held_out;
 use crate::zoo::ldm::{locate_vae, LdmReport};
 use crate::zoo::vae::glyphs::{energy_distance_local, Glyphs, GLYPH_CLASSES, PIXELS};
 use crate::{host, verify};
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Result};
 use mote::diffusion::{sample, Condition, Method, Request};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -93,20 +94,9 @@ pub struct GuidanceRow {
 /// Size, memory and parity of one converted file (denoiser `forward` + `decode`).
 #[derive(Debug, Clone, Serialize)]
 pub struct FileFigures {
-    /// File: `teacher`, `student4`, …
-    pub model: String,
-    /// Step counts it samples with (empty: any up to T).
-    pub steps: Vec<usize>,
-    /// f32 file bytes.
-    pub flash_f32: usize,
-    /// int8 file bytes (when converted).
-    pub flash_int8: Option<usize>,
-    /// f32 arena bytes and the plan's lower bound (peak over entries).
-    pub arena_f32: (usize, usize),
-    /// int8 arena bytes and lower bound.
-    pub arena_int8: Option<(usize, usize)>,
-    /// State bytes (the sampler's slot).
-    pub state: usize,
+    /// Name, step counts, size and memory (int8 when converted; arenas peak over entries).
+    #[serde(flatten)]
+    pub file: DenoiserFile,
     /// MACs of one `forward` (denoiser) call on a full batch.
     pub macs_denoise_call: u64,
     /// MACs of one `decode` call on a full batch.
@@ -134,7 +124,7 @@ impl ConvertedFile {
     pub fn bytes(&self, precision: &str) -> Result<&[u8]> {
         match (precision, &self.int8) {
             ("int8", Some(c)) => Ok(&c.bytes),
-            ("int8", None) => Err(anyhow!("{} was not converted to int8", self.figures.model)),
+            ("int8", None) => Err(anyhow!("{} was not converted to int8", self.figures.file.model)),
             _ => Ok(&self.f32.bytes),
         }
     }
@@ -229,34 +219,20 @@ impl LdmDir {
     /// `forward` against tract and candle on the golden denoiser inputs and `decode` against
     /// tract on the VAE's golden latents.
     pub fn convert(&self, model: &str, int8: bool) -> Result<ConvertedFile> {
-        let onnx = self.dir.join(format!("{model}.onnx"));
-        let f32m = convert::convert(&onnx, &ldm_options(&self.dir, model, QuantMode::F32)?)
-            .with_context(|| format!("converting {}", onnx.display()))?;
-        let i8m =
-            if int8 { Some(convert::convert(&onnx, &ldm_options(&self.dir, model, QuantMode::Int8)?)?) } else { None };
-        let golden = |s: &str| Array::read_npy(&self.dir.join(format!("golden/{model}.{s}.npy")));
-        let inputs = [golden("x")?, golden("t")?, golden("class")?];
-        let got = host::run(&f32m.bytes, "forward", &inputs)?.remove(0).to_f32();
-        let tract = verify::tract_reference(&onnx, &inputs)?.remove(0).to_f32();
+        let c = convert_denoiser(&self.dir, model, int8, |q| ldm_options(&self.dir, model, q))?;
         let z = Array::read_npy(&self.vae.join("golden/z.npy"))?;
-        let decoded = host::run(&f32m.bytes, "decode", std::slice::from_ref(&z))?.remove(0).to_f32();
+        let decoded = host::run(&c.f32.bytes, "decode", std::slice::from_ref(&z))?.remove(0).to_f32();
         let decoded_tract =
             verify::tract_reference(&self.vae.join("decoder.onnx"), std::slice::from_ref(&z))?.remove(0).to_f32();
         let figures = FileFigures {
-            model: model.to_string(),
-            steps: listed_steps(&f32m),
-            flash_f32: f32m.bytes.len(),
-            flash_int8: i8m.as_ref().map(|c| c.bytes.len()),
-            arena_f32: f32m.arena_and_lower_bound(),
-            arena_int8: i8m.as_ref().map(Converted::arena_and_lower_bound),
-            state: f32m.inspection.state_bytes,
-            macs_denoise_call: f32m.entry_macs("forward"),
-            macs_decode_call: f32m.entry_macs("decode"),
-            denoise_vs_tract: max_abs(&got, &tract),
-            denoise_vs_candle: max_abs(&got, &golden("v")?.to_f32()),
+            macs_denoise_call: c.f32.entry_macs("forward"),
+            macs_decode_call: c.f32.entry_macs("decode"),
+            denoise_vs_tract: c.forward_vs_tract,
+            denoise_vs_candle: c.forward_vs_candle,
             decode_vs_tract: max_abs(&decoded, &decoded_tract),
+            file: c.file,
         };
-        Ok(ConvertedFile { f32: f32m, int8: i8m, figures })
+        Ok(ConvertedFile { f32: c.f32, int8: c.int8, figures })
     }
 
     /// Sample quality of `file` at `precision` with `method` and `steps`: [`QUALITY_RUNS`]
@@ -278,7 +254,7 @@ impl LdmDir {
         )?;
         let rows = self.rows().max(1) as u64;
         let row = QualityRow {
-            model: file.figures.model.clone(),
+            model: file.figures.file.model.clone(),
             precision: precision.into(),
             method: if method == Method::Ddpm { "DDPM" } else { "DDIM" }.into(),
             steps,
@@ -315,7 +291,7 @@ impl LdmDir {
             .map(|(c, ims)| ims.chunks_exact(PIXELS).filter(|im| self.knn.classify(im) == c).count())
             .sum();
         let row = GuidanceRow {
-            model: file.figures.model.clone(),
+            model: file.figures.file.model.clone(),
             precision: precision.into(),
             steps,
             scale,
@@ -332,8 +308,7 @@ impl LdmDir {
 
     /// The step count distillation started from (`distill_report.json`), else T.
     pub fn reference_steps(&self) -> usize {
-        crate::zoo::diffusion::DistillReport::read(&self.dir)
-            .map_or(self.report.config().timesteps, |r| r.options.from_steps)
+        reference_steps(&self.dir, self.report.config().timesteps)
     }
 
     /// The runtime's 4-step samples (DDIM, [`GOLDEN_SEED`]) of the f32 file `bytes` against
@@ -375,11 +350,11 @@ impl LdmFigures {
         let e = |p: &str| self.row("student4", p, 4).map_or(f64::NAN, |r| r.energy);
         FamilyFigures {
             params: self.params,
-            flash_f32: f.map_or(0, |f| f.flash_f32),
-            flash_int8: f.and_then(|f| f.flash_int8).unwrap_or(0),
-            arena_int8: f.and_then(|f| f.arena_int8).map_or(0, |a| a.0),
-            lower_bound_int8: f.and_then(|f| f.arena_int8).map_or(0, |a| a.1),
-            state_int8: f.map_or(0, |f| f.state),
+            flash_f32: f.map_or(0, |f| f.file.flash_f32),
+            flash_int8: f.and_then(|f| f.file.flash_int8).unwrap_or(0),
+            arena_int8: f.and_then(|f| f.file.arena_int8).map_or(0, |a| a.0),
+            lower_bound_int8: f.and_then(|f| f.file.arena_int8).map_or(0, |a| a.1),
+            state_int8: f.map_or(0, |f| f.file.state),
             macs_per_token: self.row("student4", "f32", 4).map_or(0, |r| r.macs_denoise + r.macs_decode),
             f32_vs_tract_max_abs: f.map_or(f32::NAN, |f| f.denoise_vs_tract.max(f.decode_vs_tract)),
             metric: TaskMetric { name: "energy loc 4st".into(), f32: e("f32"), int8: e("int8") },

@@ -193,6 +193,9 @@ mod tests {
         );
         assert_eq!((run.figures_file().as_str(), run.picture_file().as_str()), ("m4.json", "device.png"));
         let one = DeviceRun { tag: "student1", ..run };
-        assert_eq!((one.figures_file().as_str(), one.picture_file().as_str()), ("m4.student1.json", "device.student1.png"));
+        assert_eq!(
+            (one.figures_file().as_str(), one.picture_file().as_str()),
+            ("m4.student1.json", "device.student1.png")
+        );
     }
 }

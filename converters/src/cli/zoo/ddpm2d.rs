@@ -5,7 +5,6 @@
 use super::{print_rounds, DistillSettings, TrainSettings, ZooFamily};
 use crate::emit::dtypes::QuantMode;
 use crate::family::{self, DiffusionFigures, FamilyFigures};
-use crate::report::bytes;
 use crate::zoo::diffusion::card::write_card;
 use crate::zoo::diffusion::{self as zd, DistillOptions, DistillReport, TeacherReport, TrainOptions};
 use crate::zoo::toy2d::{scatter_panels_png, ScatterSet};
@@ -246,19 +245,10 @@ pub fn card_section(f: &DiffusionFigures) -> String {
     );
     let _ = writeln!(s, "| file | steps | flash f32 / int8 | arena / lower bound f32 | arena / lower bound int8 | state | MACs / call | vs tract | vs candle |\n|---|---|---|---|---|---|---|---|---|");
     for x in &f.files {
-        let steps = if x.steps.is_empty() { "any".to_string() } else { format!("{:?}", x.steps) };
         let _ = writeln!(
             s,
-            "| {} | {} | {} / {} | {} / {} | {} / {} | {} | {} | {:.1e} | {:.1e} |",
-            x.model,
-            steps,
-            bytes(x.flash_f32),
-            bytes(x.flash_int8),
-            bytes(x.arena_f32.0),
-            bytes(x.arena_f32.1),
-            bytes(x.arena_int8.0),
-            bytes(x.arena_int8.1),
-            bytes(x.state),
+            "| {} | {} | {:.1e} | {:.1e} |",
+            x.file.cells(),
             x.macs_per_call,
             x.f32_vs_tract_max_abs,
             x.f32_vs_candle_max_abs

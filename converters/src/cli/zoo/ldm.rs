@@ -8,7 +8,6 @@ use crate::emit::dtypes::QuantMode;
 use crate::family::ldm::{self as fl, LdmFigures, GUIDANCE_RUNS, QUALITY_RUNS};
 use crate::family::m4::{self, M4Figures};
 use crate::family::FamilyFigures;
-use crate::report::bytes;
 use crate::zoo::diffusion::DistillReport;
 use crate::zoo::ldm::card::write_ldm_card;
 use crate::zoo::ldm::{self as zl, LatentGlyphs, LdmReport};
@@ -290,20 +289,10 @@ fn files_section(s: &mut String, dir: &Path, f: &LdmFigures, device: Option<&M4F
     );
     let _ = writeln!(s, "| file | steps | flash f32 / int8 | arena / lower bound f32 | arena / lower bound int8 | state | MACs / call: denoiser, decode | forward vs tract, vs candle | decode vs tract |\n|---|---|---|---|---|---|---|---|---|");
     for x in &f.files {
-        let steps = if x.steps.is_empty() { "any".to_string() } else { format!("{:?}", x.steps) };
-        let i8 = x.flash_int8.map_or("—".to_string(), bytes);
-        let a8 = x.arena_int8.map_or("—".to_string(), |a| format!("{} / {}", bytes(a.0), bytes(a.1)));
         let _ = writeln!(
             s,
-            "| {} | {} | {} / {} | {} / {} | {} | {} | {}, {} | {:.1e}, {:.1e} | {:.1e} |",
-            x.model,
-            steps,
-            bytes(x.flash_f32),
-            i8,
-            bytes(x.arena_f32.0),
-            bytes(x.arena_f32.1),
-            a8,
-            bytes(x.state),
+            "| {} | {}, {} | {:.1e}, {:.1e} | {:.1e} |",
+            x.file.cells(),
             x.macs_denoise_call,
             x.macs_decode_call,
             x.denoise_vs_tract,

@@ -107,7 +107,7 @@ impl LdmFigures {
 
     /// The figures of file `model`.
     pub fn file(&self, model: &str) -> Option<&FileFigures> {
-        self.files.iter().find(|f| f.model == model)
+        self.files.iter().find(|f| f.file.model == model)
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::distill::DistillReport;
+use super::distill::{DistillReport, Round};
 use super::train::TeacherReport;
 
 /// Renders the card text (without writing it).
@@ -148,25 +148,32 @@ pub fn render_card(t: &TeacherReport, d: Option<&DistillReport>, extra_markdown:
                 p.seed,
                 d.rounds.iter().map(|r| r.train_seconds).sum::<f64>()
             );
-            let _ = writeln!(s, "| student steps | loss start → end | student | teacher at the same steps | exported |\n|---|---|---|---|---|");
-            for r in &d.rounds {
-                let _ = writeln!(
-                    s,
-                    "| {} | {:.1e} → {:.1e} | {:.5} | {:.5} | {} |",
-                    r.steps,
-                    r.loss_first_last.0,
-                    r.loss_first_last.1,
-                    r.energy_candle,
-                    r.energy_teacher_candle,
-                    r.onnx_vs_candle_max_abs
-                        .map_or("—".to_string(), |e| format!("student{}.onnx (tract vs candle {e:.1e})", r.steps))
-                );
-            }
-            let _ = writeln!(s);
+            write_rounds_table(&mut s, &d.rounds, 5);
         }
     }
     s.push_str(extra_markdown);
     s
+}
+
+/// Writes the distillation table to `s`, a row per round: the student's step count, its loss at
+/// the start and the end, the energy distances of the student and of the teacher at the same
+/// steps (candle, `digits` decimals) and the exported file, followed by a blank line.
+pub fn write_rounds_table(s: &mut String, rounds: &[Round], digits: usize) {
+    let _ = writeln!(
+        s,
+        "| student steps | loss start → end | student | teacher at the same steps | exported |\n|---|---|---|---|---|"
+    );
+    for r in rounds {
+        let exported = r
+            .onnx_vs_candle_max_abs
+            .map_or("—".to_string(), |e| format!("student{}.onnx (tract vs candle {e:.1e})", r.steps));
+        let _ = writeln!(
+            s,
+            "| {} | {:.1e} → {:.1e} | {:.digits$} | {:.digits$} | {exported} |",
+            r.steps, r.loss_first_last.0, r.loss_first_last.1, r.energy_candle, r.energy_teacher_candle
+        );
+    }
+    let _ = writeln!(s);
 }
 
 /// Writes `card.md` in `dir`.

@@ -14,6 +14,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::LdmReport;
+use crate::zoo::diffusion::card::write_rounds_table;
 use crate::zoo::diffusion::DistillReport;
 use crate::zoo::vae::glyphs::GLYPH_CLASSES;
 
@@ -133,21 +134,7 @@ pub fn render_ldm_card(r: &LdmReport, d: Option<&DistillReport>, extra_markdown:
                 p.seed,
                 d.rounds.iter().map(|r| r.train_seconds).sum::<f64>()
             );
-            let _ = writeln!(
-                s,
-                "| student steps | loss start → end | student | teacher at the same steps | exported |\n|---|---|---|---|---|"
-            );
-            for r in &d.rounds {
-                let exported = r
-                    .onnx_vs_candle_max_abs
-                    .map_or("—".to_string(), |e| format!("student{}.onnx (tract vs candle {e:.1e})", r.steps));
-                let _ = writeln!(
-                    s,
-                    "| {} | {:.1e} → {:.1e} | {:.4} | {:.4} | {exported} |",
-                    r.steps, r.loss_first_last.0, r.loss_first_last.1, r.energy_candle, r.energy_teacher_candle
-                );
-            }
-            let _ = writeln!(s);
+            write_rounds_table(&mut s, &d.rounds, 4);
             if let (Some(r8), Some(r4)) = (d.round(8), d.round(4)) {
                 let _ = writeln!(
                     s,
