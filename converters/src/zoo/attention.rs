@@ -118,9 +118,13 @@ pub fn export_heads(
     g.op("Reshape", &[&y, &merged], vec![])
 }
 
-/// Causal multi-head self-attention with separate Q, K, V and output projections.
+/// Multi-head attention with `q`, `k`, `v` and `o` projections of width `d_model`: queries from
+/// one input, keys and values from another (the same one for self-attention), and whatever the
+/// family adds to the scores (padding masks, a prefix mask, a position bias) added before the
+/// softmax. The causal self-attention and the encoder–decoder's cross-attention scale the scores by
+/// `1/√Dh`; T5 does not.
 #[derive(Clone, Debug)]
-pub struct CausalSelfAttention {
+pub struct ProjectedAttention {
     name: String,
     q: Linear,
     k: Linear,
@@ -128,6 +132,52 @@ pub struct CausalSelfAttention {
     o: Linear,
     n_heads: usize,
     d_model: usize,
+    scaled: bool,
+}
+
+impl ProjectedAttention {
+    /// Projections named `{name}.q|k|v|o` drawn in that order (`o` with `out_std`); `d` must be
+    /// divisible by `h`. `scaled`: whether the scores are scaled by `1/√Dh`.
+    pub fn new(p: &mut Params, name: &str, d: usize, h: usize, std: f64, out_std: f64, scaled: bool) -> Result<Self> {
+        ensure!(h > 0 && d.is_multiple_of(h), "d_model must divide into heads");
+        Ok(Self {
+            name: name.to_string(),
+            q: Linear::new(p, &format!("{name}.q"), d, d, std)?,
+            k: Linear::new(p, &format!("{name}.k"), d, d, std)?,
+            v: Linear::new(p, &format!("{name}.v"), d, d, std)?,
+            o: Linear::new(p, &format!("{name}.o"), d, d, out_std)?,
+            n_heads: h,
+            d_model: d,
+            scaled,
+        })
+    }
+
+    /// The candle forward pass: queries from `x [B, T, D]`, keys and values from `kv [B, S, D]`,
+    /// each of `adds` (broadcast to `[B, H, T, S]`) added to the scores.
+    pub fn forward(&self, x: &Tensor, kv: &Tensor, adds: &[&Tensor]) -> candle_core::Result<Tensor> {
+        let (q, k, v) = (self.q.forward(x)?, self.k.forward(kv)?, self.v.forward(kv)?);
+        self.o.forward(&attend_heads(&q, &k, &v, self.n_heads, self.scaled, adds, softmax_keys)?)
+    }
+
+    /// Appends the attention reading `x` (queries), `kv` (keys and values) and the score terms
+    /// `adds`; returns its output.
+    pub fn export(&self, g: &mut GraphBuilder, x: &str, kv: &str, adds: &[&str]) -> Result<String> {
+        let (h, dh, d) = (self.n_heads as i64, (self.d_model / self.n_heads) as i64, self.d_model as i64);
+        let q = self.q.export(g, x)?;
+        let k = self.k.export(g, kv)?;
+        let v = self.v.export(g, kv)?;
+        g.push_scope(&self.name);
+        let y = export_heads(g, (&q, &k, &v), [1, -1, h, dh], [1, -1, d], self.scaled, adds);
+        g.pop_scope();
+        self.o.export(g, &y)
+    }
+}
+
+/// Causal multi-head self-attention with separate Q, K, V and output projections: a
+/// [`ProjectedAttention`] over its own input with the causal mask added to the scores.
+#[derive(Clone, Debug)]
+pub struct CausalSelfAttention {
+    attn: ProjectedAttention,
     max_seq: usize,
     mask: Tensor,
 }
@@ -143,40 +193,15 @@ impl CausalSelfAttention {
         std: f64,
         out_std: f64,
     ) -> Result<Self> {
-        ensure!(n_heads > 0 && d_model.is_multiple_of(n_heads), "d_model must divide into heads");
         let mask = Tensor::from_vec(causal_mask_data(max_seq), (max_seq, max_seq), p.device())?;
-        Ok(Self {
-            name: name.to_string(),
-            q: Linear::new(p, &format!("{name}.q"), d_model, d_model, std)?,
-            k: Linear::new(p, &format!("{name}.k"), d_model, d_model, std)?,
-            v: Linear::new(p, &format!("{name}.v"), d_model, d_model, std)?,
-            o: Linear::new(p, &format!("{name}.o"), d_model, d_model, out_std)?,
-            n_heads,
-            d_model,
-            max_seq,
-            mask,
-        })
+        let attn = ProjectedAttention::new(p, name, d_model, n_heads, std, out_std, true)?;
+        Ok(Self { attn, max_seq, mask })
     }
 
-    fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads
-    }
-}
-
-impl ZooLayer for CausalSelfAttention {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let s = x.dim(1)?;
-        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
-        let mask = self.mask.narrow(0, 0, s)?.narrow(1, 0, s)?;
-        self.o.forward(&attend_heads(&q, &k, &v, self.n_heads, true, &[&mask], softmax_keys)?)
-    }
-
-    fn export(&self, g: &mut GraphBuilder, input: &str) -> Result<String> {
-        let (h, dh, d) = (self.n_heads as i64, self.head_dim() as i64, self.d_model);
+    /// The `[S, S]` causal mask of the sequence `input` (the shared initializer sliced to its
+    /// length, under the attention's scope).
+    fn export_mask(&self, g: &mut GraphBuilder, input: &str) -> String {
         let seq = export_seq_len(g, input);
-        let q = self.q.export(g, input)?;
-        let k = self.k.export(g, input)?;
-        let v = self.v.export(g, input)?;
         if !g.has_value(CAUSAL_MASK) {
             let n = self.max_seq as i64;
             g.initializer_f32(CAUSAL_MASK, &[n, n], &causal_mask_data(self.max_seq));
@@ -191,13 +216,25 @@ impl ZooLayer for CausalSelfAttention {
                 e
             }
         };
-        g.push_scope(&self.name);
+        g.push_scope(&self.attn.name);
         let starts = g.const_i64_vec(&[0, 0]);
         let axes = g.const_i64_vec(&[0, 1]);
         let mask = g.op("Slice", &[CAUSAL_MASK, &starts, &ends, &axes], vec![]);
-        let y = export_heads(g, (&q, &k, &v), [1, -1, h, dh], [1, -1, d as i64], true, &[&mask]);
         g.pop_scope();
-        self.o.export(g, &y)
+        mask
+    }
+}
+
+impl ZooLayer for CausalSelfAttention {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let s = x.dim(1)?;
+        let mask = self.mask.narrow(0, 0, s)?.narrow(1, 0, s)?;
+        self.attn.forward(x, x, &[&mask])
+    }
+
+    fn export(&self, g: &mut GraphBuilder, input: &str) -> Result<String> {
+        let mask = self.export_mask(g, input);
+        self.attn.export(g, input, input, &[&mask])
     }
 }
 

@@ -34,11 +34,12 @@ use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::attention::ProjectedAttention;
 use super::attention::{export_seq_len, CausalSelfAttention};
 use super::encoder::{export_extended_mask, extended_mask, SelfAttention};
 use super::layers::{Embedding, LayerNorm, Linear, Mlp, Params, ZooLayer};
 use super::onnx_builder::{attr_int, DataType, Dim, GraphBuilder};
-use super::seq2seq::layers::{export_residual, ProjectedAttention};
+use super::seq2seq::layers::export_residual;
 
 /// Names of the ONNX inputs, in order.
 pub const INPUT_NAMES: [&str; 3] = ["src", "src_mask", "tgt"];

@@ -35,10 +35,11 @@ use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
+use super::attention::ProjectedAttention;
 use super::attention::{export_seq_len, MASK_NEG};
 use super::layers::{export_tensor, Embedding, Linear, Params, ZooLayer};
 use super::onnx_builder::{attr_int, attr_ints, DataType, Dim, GraphBuilder};
-use super::seq2seq::layers::{export_residual, ProjectedAttention};
+use super::seq2seq::layers::export_residual;
 
 /// Names of the ONNX inputs, in order.
 pub const INPUT_NAMES: [&str; 2] = ["tokens", "prefix_len"];
