@@ -5,6 +5,7 @@
 //! `cargo run --release -p mote-converters --example ddpm_seed_spread` (about 6 minutes on two
 //! cores), from the repository root.
 
+use mote_converters::import::OnnxModel;
 use mote_converters::zoo::diffusion::sampler::{Condition, Schedule};
 use mote_converters::zoo::diffusion::train::SAMPLE_SEED;
 use mote_converters::zoo::unet::sampling::{candle_samples, to_pixels, Method};
@@ -23,14 +24,16 @@ fn main() -> anyhow::Result<()> {
     let test = &test.images[..n * 256];
     let teacher = UNet::load_onnx(cfg, &dir.join("teacher.onnx"))?;
     let student = UNet::load_onnx(cfg, &dir.join("student4.onnx"))?;
+    // The student steps on the grid its file names (an explicit grid when it was distilled onto one).
+    let student_schedule = Schedule::from_metadata(&OnnxModel::load(&dir.join("student4.onnx"))?.metadata())?;
     let mut sums = (0.0, 0.0);
     for k in 0..4u64 {
         let seed = SAMPLE_SEED + 100_000 * k;
-        let e = |m: &UNet, steps| -> anyhow::Result<f64> {
-            let smp = candle_samples(m, &s, Method::Ddim, steps, Condition::Unconditional, n, seed)?;
+        let e = |m: &UNet, s: &Schedule, steps| -> anyhow::Result<f64> {
+            let smp = candle_samples(m, s, Method::Ddim, steps, Condition::Unconditional, n, seed)?;
             Ok(energies(&to_pixels(&smp), test)[1])
         };
-        let (t, st) = (e(&teacher, 64)?, e(&student, 4)?);
+        let (t, st) = (e(&teacher, &s, 64)?, e(&student, &student_schedule, 4)?);
         println!("seed set {k}: teacher DDIM64 {t:.4}, student4 {st:.4}, ratio {:.3}", st / t);
         sums = (sums.0 + t, sums.1 + st);
     }

@@ -11,7 +11,7 @@
 //! - classifier-free guidance raises the class accuracy of conditional samples;
 //! - misuse is a typed error.
 
-use mote::diffusion::{sample, Condition, Method, Request, StepCounts, SCHEDULE_KEY};
+use mote::diffusion::{sample, Condition, Method, Request, StepCounts, GRID_KEY, SCHEDULE_KEY};
 use mote::{Error, Model, Session};
 use mote_converters::array::Array;
 use mote_converters::convert::{convert, Options};
@@ -217,8 +217,9 @@ fn session_of(bytes: &[u8], f: impl FnOnce(&mut Session<'_, '_>, usize)) {
     f(&mut s, n);
 }
 
-/// A tiny unconditional v-predictor (`v = 0.5·x`) with the teacher's schedule: inputs x, t.
-fn unconditional_model(schedule: &str) -> Vec<u8> {
+/// A tiny unconditional v-predictor (`v = 0.5·x`) with the teacher's schedule (and an explicit
+/// step grid): inputs x, t.
+fn unconditional_model(schedule: &str, grid: Option<&str>) -> anyhow::Result<Vec<u8>> {
     let mut g = GraphBuilder::new("uncond");
     g.input("x", DataType::Float, &[Dim::Fixed(8), Dim::Fixed(2)]);
     g.input("t", DataType::Int64, &[Dim::Fixed(8)]);
@@ -227,7 +228,10 @@ fn unconditional_model(schedule: &str) -> Vec<u8> {
     g.output(&v, DataType::Float, &[Dim::Fixed(8), Dim::Fixed(2)]);
     g.metadata(SCHEDULE_KEY, schedule);
     g.metadata("mote.diffusion.prediction", "v");
-    let path = scratch("ddpm2d").join("uncond.onnx");
+    if let Some(grid) = grid {
+        g.metadata(GRID_KEY, grid);
+    }
+    let path = scratch("ddpm2d").join(format!("uncond{}.onnx", grid.map_or(0, |g| g.len())));
     std::fs::write(&path, g.finish()).expect("write");
     let opts = Options {
         quant: QuantMode::F32,
@@ -236,7 +240,7 @@ fn unconditional_model(schedule: &str) -> Vec<u8> {
         decode: false,
         extra_entries: vec![],
     };
-    convert(&path, &opts).expect("convert").bytes
+    Ok(convert(&path, &opts)?.bytes)
 }
 
 #[test]
@@ -268,7 +272,7 @@ fn misuse_is_a_typed_error() {
     });
     let schedule = f.dir.report.options.config.timesteps;
     let text = mote_converters::zoo::diffusion::Schedule::cosine(schedule).metadata();
-    session_of(&unconditional_model(&text), |s, n| {
+    session_of(&unconditional_model(&text, None).expect("convert"), |s, n| {
         let mut out = vec![0f32; n];
         sample(s, &req(4, Condition::Unconditional), &mut out).expect("unconditional sampling works");
         assert!(out.iter().all(|v| v.is_finite()));
@@ -276,4 +280,60 @@ fn misuse_is_a_typed_error() {
             assert_eq!(sample(s, &req(4, c), &mut out), Err(Error::NoConditionalPath), "{c:?}");
         }
     });
+}
+
+#[test]
+fn an_explicit_step_grid_reaches_the_runtime_sampler_and_a_bad_one_is_refused() {
+    use mote_converters::zoo::diffusion::sampler::{ddim_sample, initial_noise, Schedule};
+    let grid = [127, 111, 87, 47];
+    let host_schedule = Schedule::cosine(128).with_grid(&grid).expect("grid");
+    let text = host_schedule.metadata();
+    let bytes = unconditional_model(&text, host_schedule.grid_metadata().as_deref()).expect("convert");
+    let ddim =
+        |steps| Request { method: Method::Ddim { eta: 0.0 }, steps, seed: 5, condition: Condition::Unconditional };
+    for (steps, schedule) in [(4, &host_schedule), (2, &host_schedule), (8, &Schedule::cosine(128))] {
+        let mut want = initial_noise(16, 5);
+        let mut half = |x: &[f32], _t: isize, _c: usize| Ok(x.iter().map(|v| 0.5 * v).collect());
+        ddim_sample(
+            &mut half,
+            schedule,
+            steps,
+            &mut want,
+            mote_converters::zoo::diffusion::sampler::Condition::Unconditional,
+            0,
+        )
+        .expect("host sampler");
+        session_of(&bytes, |s, n| {
+            let mut got = vec![0f32; n];
+            sample(s, &ddim(steps), &mut got).expect("runtime sampler");
+            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            println!("{steps} steps on grid {:?}: runtime vs host max-abs {worst:.2e}", schedule.grid(steps));
+            assert!(worst < 1e-4, "{steps} steps: {worst}");
+        });
+    }
+    let mut uniform = initial_noise(16, 5);
+    let mut half = |x: &[f32], _t: isize, _c: usize| Ok(x.iter().map(|v| 0.5 * v).collect());
+    ddim_sample(
+        &mut half,
+        &Schedule::cosine(128),
+        4,
+        &mut uniform,
+        mote_converters::zoo::diffusion::sampler::Condition::Unconditional,
+        0,
+    )
+    .expect("host sampler");
+    session_of(&bytes, |s, n| {
+        let mut got = vec![0f32; n];
+        sample(s, &ddim(4), &mut got).expect("runtime sampler");
+        let apart = got.iter().zip(&uniform).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(apart > 1e-3, "the grid changed nothing: {apart}");
+    });
+    for bad in ["127,130", "87,111", "x"] {
+        let err = format!("{:#}", unconditional_model(&text, Some(bad)).expect_err(bad));
+        assert!(
+            err.contains("mote.diffusion.grid") && err.contains("strictly decreasing timesteps below 128"),
+            "{err}"
+        );
+        println!("grid {bad}: {err}");
+    }
 }

@@ -57,6 +57,11 @@ pub enum ZooCommand {
         /// teacher (its earlier rounds stay in the report).
         #[arg(long, value_name = "N")]
         resume_from: Option<usize>,
+        /// Explicit timesteps of the first student, strictly decreasing and on its teacher's
+        /// grid (e.g. `127,111,87,47` from the 16-step student): the first round goes straight
+        /// to that many steps and later rounds halve the grid (default: the family's grids).
+        #[arg(long, value_delimiter = ',', value_name = "T,T,…", allow_hyphen_values = false)]
+        grid: Option<Vec<isize>>,
         /// Family folder (default: models/<family>).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -114,7 +119,7 @@ pub trait ZooFamily: Sync {
 }
 
 /// What `mote zoo distill` asks of a family.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DistillSettings {
     /// Step count of the last student.
     pub to: usize,
@@ -122,6 +127,8 @@ pub struct DistillSettings {
     pub steps: Option<usize>,
     /// The kept student to start from.
     pub resume_from: Option<usize>,
+    /// The first student's explicit step grid, overriding the family's.
+    pub grid: Option<Vec<isize>>,
 }
 
 impl DistillSettings {
@@ -131,7 +138,8 @@ impl DistillSettings {
             Some(steps) => o.with_steps(steps),
             None => o,
         };
-        crate::zoo::diffusion::DistillOptions { resume_from: self.resume_from, ..o }
+        let grid = self.grid.clone().unwrap_or(o.grid.clone());
+        crate::zoo::diffusion::DistillOptions { resume_from: self.resume_from, grid, ..o }
     }
 }
 
@@ -188,11 +196,11 @@ pub fn run(c: ZooCommand) -> Result<()> {
             let fam = family(&name)?;
             fam.refresh(&dir.unwrap_or_else(|| PathBuf::from("models").join(fam.name())))
         }
-        ZooCommand::Distill { family: name, to, steps, resume_from, dir } => {
+        ZooCommand::Distill { family: name, to, steps, resume_from, grid, dir } => {
             let fam = family(&name)?;
             fam.distill(
                 &dir.unwrap_or_else(|| PathBuf::from("models").join(fam.name())),
-                &DistillSettings { to, steps, resume_from },
+                &DistillSettings { to, steps, resume_from, grid },
             )
         }
         ZooCommand::Report { models } => report(&models),

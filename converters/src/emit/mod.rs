@@ -240,7 +240,10 @@ pub fn emit(
     }
     for (k, v) in metadata {
         if k == mote::diffusion::SCHEDULE_KEY {
-            schedule_tensor(&mut w, v)?;
+            let schedule = schedule_tensor(&mut w, v)?;
+            if let Some((_, grid)) = metadata.iter().find(|(k, _)| k == mote::diffusion::GRID_KEY) {
+                check_grid(&schedule, grid)?;
+            }
         } else {
             w.metadata(k, v);
         }
@@ -252,8 +255,8 @@ pub fn emit(
 }
 
 /// Stores a diffusion schedule (the metadata's comma-separated ᾱ_t) as the f32 weight tensor
-/// the runtime reads in place, after checking it as the runtime will.
-fn schedule_tensor(w: &mut Writer, text: &str) -> Result<()> {
+/// the runtime reads in place, after checking it as the runtime will; returns its bytes.
+fn schedule_tensor(w: &mut Writer, text: &str) -> Result<Vec<u8>> {
     let key = mote::diffusion::SCHEDULE_KEY;
     let values = text
         .split(',')
@@ -277,7 +280,21 @@ fn schedule_tensor(w: &mut Writer, text: &str) -> Result<()> {
         data: Some(&e.bytes),
         channel_scales: None,
     });
-    Ok(())
+    Ok(e.bytes)
+}
+
+/// Checks the explicit timestep grid of the metadata against the schedule (`bytes`, as
+/// [`schedule_tensor`] stored it) as the runtime will read it.
+fn check_grid(bytes: &[u8], grid: &str) -> Result<()> {
+    let s = mote::diffusion::Schedule::from_le_bytes(bytes).map_err(|e| anyhow!("schedule: {e}"))?;
+    s.with_grid(grid).map(|_| ()).map_err(|_| {
+        anyhow!(
+            "metadata {}: '{grid}' is not 1 to {} strictly decreasing timesteps below {}",
+            mote::diffusion::GRID_KEY,
+            mote::diffusion::MAX_GRID_STEPS,
+            s.len()
+        )
+    })
 }
 
 /// Bytes of the diffusion sampler's state slot, for a model whose metadata carries a noise

@@ -57,7 +57,7 @@ use super::onnx_builder::{DataType, Dim, GraphBuilder};
 /// The metadata keys of the runtime's sampler (prediction type, supported step counts, the
 /// unconditional class id, the schedule ᾱ_t for t = 0..T−1): the converter writes exactly what
 /// `mote::diffusion` reads.
-pub use mote::diffusion::{NULL_CLASS_KEY, PREDICTION_KEY, SCHEDULE_KEY, STEPS_KEY};
+pub use mote::diffusion::{GRID_KEY, NULL_CLASS_KEY, PREDICTION_KEY, SCHEDULE_KEY, STEPS_KEY};
 
 /// Architecture hyper-parameters.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -258,6 +258,9 @@ impl Denoiser {
         g.metadata("mote.family", family);
         g.metadata("mote.max_batch", &self.cfg.max_batch.to_string());
         g.metadata(SCHEDULE_KEY, &schedule.metadata());
+        if let Some(grid) = schedule.grid_metadata() {
+            g.metadata(GRID_KEY, &grid);
+        }
         g.metadata(PREDICTION_KEY, "v");
         g.metadata(NULL_CLASS_KEY, &self.cfg.null_class().to_string());
         if let Some(steps) = steps {

@@ -54,7 +54,7 @@ use candle_core::{Device, Tensor};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use super::diffusion::{time_table, Schedule, Silu, NULL_CLASS_KEY, PREDICTION_KEY, SCHEDULE_KEY, STEPS_KEY};
+use super::diffusion::{time_table, Schedule, Silu, GRID_KEY, NULL_CLASS_KEY, PREDICTION_KEY, SCHEDULE_KEY, STEPS_KEY};
 use super::layers::{export_tensor, Embedding, Linear, Params, ZooLayer};
 use super::onnx_builder::{attr_int, DataType, Dim, GraphBuilder};
 use super::vae::SIDE;
@@ -281,6 +281,9 @@ impl UNet {
         g.metadata("mote.family", "ddpm");
         g.metadata("mote.max_batch", &self.cfg.max_batch.to_string());
         g.metadata(SCHEDULE_KEY, &schedule.metadata());
+        if let Some(grid) = schedule.grid_metadata() {
+            g.metadata(GRID_KEY, &grid);
+        }
         g.metadata(PREDICTION_KEY, "v");
         g.metadata(NULL_CLASS_KEY, &self.cfg.null_class().to_string());
         // The three 1×1 skip convolutions stay `Conv` ops: as patch MatMuls their layout

@@ -37,7 +37,10 @@
 mod schedule;
 mod slot;
 
-pub use schedule::{Schedule, StepCounts, MAX_LISTED_STEPS, MAX_TIMESTEPS, SCHEDULE_KEY, SCHEDULE_TENSOR, STEPS_KEY};
+pub use schedule::{
+    Schedule, StepCounts, GRID_KEY, MAX_GRID_STEPS, MAX_LISTED_STEPS, MAX_TIMESTEPS, SCHEDULE_KEY, SCHEDULE_TENSOR,
+    STEPS_KEY,
+};
 
 use crate::error::{Error, Result};
 use crate::format::EntryId;

@@ -23,6 +23,15 @@ pub const STEPS_KEY: &str = "mote.diffusion.steps";
 /// Most step counts [`STEPS_KEY`] may list.
 pub const MAX_LISTED_STEPS: usize = 8;
 
+/// Metadata key of an explicit timestep grid (comma-separated timesteps, strictly decreasing,
+/// each below T; absent: the uniform grid of [`Schedule::timestep`]). A run of as many steps as
+/// the grid holds visits its timesteps; a run of half as many visits every other one, and so
+/// on down by powers of two, so the grids of a distillation chain nest as uniform ones do.
+pub const GRID_KEY: &str = "mote.diffusion.grid";
+
+/// Most timesteps a [`GRID_KEY`] grid may hold.
+pub const MAX_GRID_STEPS: usize = 32;
+
 /// The step counts a model samples with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -94,6 +103,9 @@ pub struct Schedule<'a> {
     alpha_bar: &'a [u8],
     len: usize,
     steps: StepCounts,
+    /// The explicit grid's timesteps (the first `grid_len`).
+    grid: [u16; MAX_GRID_STEPS],
+    grid_len: u8,
 }
 
 impl<'a> Schedule<'a> {
@@ -104,15 +116,33 @@ impl<'a> Schedule<'a> {
         if !alpha_bar.len().is_multiple_of(4) || len == 0 || len > MAX_TIMESTEPS {
             return Err(Error::BadParams);
         }
-        let s = Schedule { alpha_bar, len, steps: StepCounts::UpTo(len as u16) };
+        let s =
+            Schedule { alpha_bar, len, steps: StepCounts::UpTo(len as u16), grid: [0; MAX_GRID_STEPS], grid_len: 0 };
         if (0..len).map(|t| s.value(t)).any(|v| !(v > 0.0 && v <= 1.0)) {
             return Err(Error::BadParams);
         }
         Ok(s)
     }
 
+    /// This schedule stepping on the explicit [`GRID_KEY`] grid `text` ([`Error::BadParams`]
+    /// unless it holds 1 to [`MAX_GRID_STEPS`] strictly decreasing timesteps below T).
+    pub fn with_grid(mut self, text: &str) -> Result<Self> {
+        let mut len = 0;
+        for part in text.split(',').map(str::trim) {
+            let t: u16 = part.parse().map_err(|_| Error::BadParams)?;
+            let descending = len == 0 || t < self.grid[len - 1];
+            if len == MAX_GRID_STEPS || t as usize >= self.len || !descending {
+                return Err(Error::BadParams);
+            }
+            self.grid[len] = t;
+            len += 1;
+        }
+        self.grid_len = len as u8;
+        Ok(self)
+    }
+
     /// The schedule a model carries ([`Error::NotADiffusionModel`] without one), restricted
-    /// to the step counts of [`STEPS_KEY`] when present.
+    /// to the step counts of [`STEPS_KEY`] and stepping on the [`GRID_KEY`] grid when present.
     pub fn of_model(model: &Model<'a>) -> Result<Self> {
         let tensor = (0..model.tensor_count() as u32)
             .map(crate::format::TensorId)
@@ -126,7 +156,10 @@ impl<'a> Schedule<'a> {
         if let Some(list) = model.metadata(STEPS_KEY) {
             s.steps = StepCounts::parse(list, s.len)?;
         }
-        Ok(s)
+        match model.metadata(GRID_KEY) {
+            Some(grid) => s.with_grid(grid),
+            None => Ok(s),
+        }
     }
 
     fn value(&self, t: usize) -> f32 {
@@ -167,12 +200,18 @@ impl<'a> Schedule<'a> {
         }
     }
 
-    /// The timestep of step `i` of `steps`: T·(steps − i)/steps − 1, from T − 1 (i = 0) down
-    /// to T/steps − 1; step `steps` is clean data (−1). Grids of N and 2N steps nest (every
-    /// other point of the 2N grid is the N grid), as progressive distillation needs.
+    /// The timestep of step `i` of `steps`; step `steps` is clean data (−1). On the explicit
+    /// [`GRID_KEY`] grid of G timesteps when G/`steps` is a power of two: its timestep
+    /// `i·G/steps`. Otherwise uniform: T·(steps − i)/steps − 1, from T − 1 (i = 0) down to
+    /// T/steps − 1. Either way the grids of N and 2N steps nest (every other point of the 2N
+    /// grid is the N grid), as progressive distillation needs.
     pub fn timestep(&self, i: usize, steps: usize) -> isize {
         if i >= steps || steps == 0 {
             return -1;
+        }
+        let g = self.grid_len as usize;
+        if g.is_multiple_of(steps) && (g / steps).is_power_of_two() {
+            return self.grid[i * (g / steps)] as isize;
         }
         (self.len * (steps - i) / steps) as isize - 1
     }
@@ -212,6 +251,23 @@ mod tests {
             for i in 0..n {
                 assert_eq!(s.timestep(i, n), s.timestep(2 * i, 2 * n), "{n} steps, step {i}");
             }
+        }
+    }
+
+    #[test]
+    fn explicit_grids_are_checked_and_halve_by_every_other_timestep() {
+        let b = bytes(&[0.5; 128]);
+        let s = Schedule::from_le_bytes(&b).unwrap().with_grid("127, 111,87,47").unwrap();
+        let visited = |n: usize| (0..=n).map(|i| s.timestep(i, n)).collect::<std::vec::Vec<_>>();
+        assert_eq!(visited(4), [127, 111, 87, 47, -1]);
+        assert_eq!(visited(2), [127, 87, -1]);
+        assert_eq!(visited(1), [127, -1]);
+        assert_eq!(visited(8), [127, 111, 95, 79, 63, 47, 31, 15, -1], "uniform beyond the grid");
+        assert_eq!(visited(3), [127, 84, 41, -1], "uniform where the grid does not halve to it");
+        let base = Schedule::from_le_bytes(&b).unwrap();
+        let too_long = (0..=MAX_GRID_STEPS).rev().map(|t| format!("{t}")).collect::<std::vec::Vec<_>>().join(",");
+        for bad in ["", "127,", "127,127", "47,87", "128", "-1", "x", too_long.as_str()] {
+            assert_eq!(base.with_grid(bad).err(), Some(Error::BadParams), "{bad:?}");
         }
     }
 

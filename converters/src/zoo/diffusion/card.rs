@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::distill::{DistillReport, Round};
+use super::distill::{DistillOptions, DistillReport, Round};
 use super::train::TeacherReport;
 
 /// Renders the card text (without writing it).
@@ -149,19 +149,22 @@ pub fn render_card(t: &TeacherReport, d: Option<&DistillReport>, extra_markdown:
                 d.rounds.iter().map(|r| r.train_seconds).sum::<f64>()
             );
             write_rounds_table(&mut s, &d.rounds, 5);
+            s.push_str(&grid_sentence(p));
         }
     }
     s.push_str(extra_markdown);
     s
 }
 
-/// Writes the distillation table to `s`, a row per round: the student's step count, its loss at
-/// the start and the end, the energy distances of the student and of the teacher at the same
-/// steps (candle, `digits` decimals) and the exported file, followed by a blank line.
+/// Writes the distillation table to `s`, a row per round: the student's step count (with its
+/// timesteps when they are an explicit grid's) and its teacher's, its loss at the start and the
+/// end, the energy distances of the student and of the teacher at the same steps (candle,
+/// `digits` decimals) and the exported file, followed by a blank line.
 pub fn write_rounds_table(s: &mut String, rounds: &[Round], digits: usize) {
     let _ = writeln!(
         s,
-        "| student steps | loss start → end | student | teacher at the same steps | exported |\n|---|---|---|---|---|"
+        "| student steps | teacher steps | loss start → end | student | teacher at the same steps | exported |\n\
+         |---|---|---|---|---|---|"
     );
     for r in rounds {
         let exported = r
@@ -169,11 +172,40 @@ pub fn write_rounds_table(s: &mut String, rounds: &[Round], digits: usize) {
             .map_or("—".to_string(), |e| format!("student{}.onnx (tract vs candle {e:.1e})", r.steps));
         let _ = writeln!(
             s,
-            "| {} | {:.1e} → {:.1e} | {:.digits$} | {:.digits$} | {exported} |",
-            r.steps, r.loss_first_last.0, r.loss_first_last.1, r.energy_candle, r.energy_teacher_candle
+            "| {} | {} | {:.1e} → {:.1e} | {:.digits$} | {:.digits$} | {exported} |",
+            student_steps(r),
+            r.teacher_steps(),
+            r.loss_first_last.0,
+            r.loss_first_last.1,
+            r.energy_candle,
+            r.energy_teacher_candle
         );
     }
     let _ = writeln!(s);
+}
+
+/// A round's student step count, with its timesteps when the report records them (up to 8).
+pub fn student_steps(r: &Round) -> String {
+    if r.timesteps.is_empty() || r.timesteps.len() > 8 {
+        return r.steps.to_string();
+    }
+    format!("{} (t = {})", r.steps, r.timesteps.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "))
+}
+
+/// The card's paragraph on an explicit step grid (empty without one).
+pub fn grid_sentence(o: &DistillOptions) -> String {
+    if o.grid.is_empty() {
+        return String::new();
+    }
+    let teacher = o.resume_from.unwrap_or(o.from_steps);
+    format!(
+        "The {}-step student steps on an explicit grid, t = {} (stored in its file as `mote.diffusion.grid` and \
+         followed by the runtime's sampler), distilled straight from the {teacher}-step model: each of its steps learns \
+         every teacher step inside it. The rounds after it halve that grid (every other timestep). The grid spends \
+         the steps at high noise, where the sample's shape is decided.\n\n",
+        o.grid.len(),
+        o.grid.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// Writes `card.md` in `dir`.

@@ -77,6 +77,13 @@ pub struct DistillOptions {
     /// the report keeps the earlier run's rounds down to N.
     #[serde(default)]
     pub resume_from: Option<usize>,
+    /// An explicit step grid (timesteps, strictly decreasing, on the first teacher's grid) for
+    /// the first student: the first round goes from its teacher straight to `grid.len()` steps
+    /// on it, each student step learning every teacher step inside it, and later rounds halve
+    /// it (every other timestep). Empty: uniform grids, each round halving the step count.
+    /// Absent from reports written before it existed.
+    #[serde(default)]
+    pub grid: Vec<isize>,
     /// Seed of the batches and noise.
     pub seed: u64,
     /// No progress bar.
@@ -97,6 +104,7 @@ impl Default for DistillOptions {
             label_dropout: 0.15,
             ema: 0.0,
             resume_from: None,
+            grid: Vec::new(),
             seed: 7,
             quiet: false,
         }
@@ -120,6 +128,32 @@ impl DistillOptions {
             bail!("no kept {n}-step student {}: run the rounds down to {n} steps first", p.display());
         }
         Ok(p)
+    }
+
+    /// The schedule `base` the students step on: with [`DistillOptions::grid`] when it has one.
+    pub fn schedule(&self, base: Schedule) -> Result<Schedule> {
+        match self.grid.is_empty() {
+            true => Ok(base),
+            false => base.with_grid(&self.grid),
+        }
+    }
+
+    /// The step counts of the first round: (teacher, student).
+    fn first_round(&self) -> Result<(usize, usize)> {
+        let teacher = self.resume_point()?.unwrap_or(self.from_steps);
+        let g = self.grid.len();
+        // No grid, or the teacher is the grid's own student (resuming below it): halve.
+        if g == 0 || g == teacher {
+            return Ok((teacher, teacher / 2));
+        }
+        if !(g.is_power_of_two() && g >= self.to && g < teacher) {
+            bail!(
+                "a step grid of {g} timesteps needs a power of two of steps between the last student's {} and the \
+                 first teacher's {teacher}",
+                self.to
+            );
+        }
+        Ok((teacher, g))
     }
 
     /// [`DistillOptions::resume_from`], checked: a power of two of steps between the last
@@ -152,8 +186,15 @@ pub fn checkpoint(dir: &Path, steps: usize) -> std::path::PathBuf {
 /// One round: the student's step count, its training and its candle sample quality.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Round {
-    /// Student steps (half the teacher's).
+    /// Student steps.
     pub steps: usize,
+    /// Teacher steps (absent from reports written before grids: twice the student's; read it
+    /// with [`Round::teacher_steps`]).
+    #[serde(default)]
+    pub teacher_steps: Option<usize>,
+    /// The student's timesteps (absent from reports written before grids: uniform).
+    #[serde(default)]
+    pub timesteps: Vec<isize>,
     /// Wall time.
     pub train_seconds: f64,
     /// Smoothed distillation loss at the start and at the end.
@@ -166,6 +207,13 @@ pub struct Round {
     pub energy_teacher_candle: f64,
     /// tract vs candle on the golden denoiser inputs, max-abs (exported students only).
     pub onnx_vs_candle_max_abs: Option<f32>,
+}
+
+impl Round {
+    /// The teacher's step count.
+    pub fn teacher_steps(&self) -> usize {
+        self.teacher_steps.unwrap_or(2 * self.steps)
+    }
 }
 
 /// What a distillation run did (`distill_report.json`).
@@ -258,29 +306,62 @@ pub struct Hooks<'a, M> {
     pub export: &'a dyn Fn(&M, usize) -> Result<f32>,
 }
 
+/// The teacher's path through each student step of an `n`-step run: the timesteps of the
+/// `teacher_steps` grid from the step's start down to its end (−1: clean data), both included.
+/// An error when the student grid is not part of the teacher's.
+pub fn teacher_paths(s: &Schedule, teacher_steps: usize, n: usize) -> Result<Vec<Vec<isize>>> {
+    let teacher = s.grid(teacher_steps);
+    s.steps(n)
+        .into_iter()
+        .map(|(t, end)| {
+            let on_grid = |x: isize| x == -1 || teacher.contains(&x);
+            if !on_grid(t) || !on_grid(end) {
+                bail!(
+                    "the {n}-step grid {:?} is not part of the {teacher_steps}-step teacher's {teacher:?}",
+                    s.grid(n)
+                );
+            }
+            Ok(std::iter::once(t).chain(teacher.iter().copied().filter(|&x| x < t && x > end)).chain([end]).collect())
+        })
+        .collect()
+}
+
 /// The student's v target for rows `x_t [n, D]` of class `class`, row k sitting at the start of
-/// step `rows[k]` of the `steps`-step grid: the teacher's two DDIM steps over the same interval
-/// (on the `2·steps` grid), turned into the single-step x̃ and then ṽ (module docs). Detached.
+/// student step `rows[k]`: the teacher's DDIM steps along that step's path ([`teacher_paths`]),
+/// turned into the single-step x̃ and then ṽ (module docs). Rows whose path is shorter than the
+/// longest wait at their end. Detached.
 pub fn distillation_target<M: RowDenoiser>(
     teacher: &M,
     s: &Schedule,
-    steps: usize,
+    paths: &[Vec<isize>],
     rows: &[usize],
     x_t: &Tensor,
     class: &Tensor,
 ) -> Result<Tensor> {
-    let (student_steps, teacher_grid) = (s.steps(steps), s.grid(2 * steps));
-    let ts: Vec<isize> = rows.iter().map(|&i| student_steps[i].0).collect();
-    let mids: Vec<isize> = rows.iter().map(|&i| teacher_grid[2 * i + 1]).collect();
-    let ends: Vec<isize> = rows.iter().map(|&i| student_steps[i].1).collect();
-    let (c0, c1, c2) = (coefficients(s, &ts)?, coefficients(s, &mids)?, coefficients(s, &ends)?);
-    let v1 = teacher.v_rows(x_t, &ids(&ts)?, class)?.detach();
-    let z1 = ddim_rows(x_t, &v1, (&c0.0, &c0.1), (&c1.0, &c1.1))?;
-    let v2 = teacher.v_rows(&z1, &ids(&mids)?, class)?.detach();
-    let z2 = ddim_rows(&z1, &v2, (&c1.0, &c1.1), (&c2.0, &c2.1))?;
+    let longest = rows.iter().map(|&i| paths[i].len()).max().unwrap_or(1);
+    let at = |j: usize| -> Vec<isize> { rows.iter().map(|&i| paths[i][j.min(paths[i].len() - 1)]).collect() };
+    let (ts, ends) = (at(0), at(longest - 1));
+    let c0 = coefficients(s, &ts)?;
+    let mut z = x_t.clone();
+    for j in 0..longest - 1 {
+        let (from, to) = (at(j), at(j + 1));
+        let (cf, ct) = (coefficients(s, &from)?, coefficients(s, &to)?);
+        let v = teacher.v_rows(&z, &ids(&from)?, class)?.detach();
+        let next = ddim_rows(&z, &v, (&cf.0, &cf.1), (&ct.0, &ct.1))?;
+        z = match from.iter().zip(&to).all(|(f, t)| f != t) {
+            true => next,
+            // Rows already at their end keep their value exactly.
+            false => {
+                let moving: Vec<f32> = from.iter().zip(&to).map(|(f, t)| (f != t) as u8 as f32).collect();
+                let m = Tensor::from_vec(moving, (from.len(), 1), &Device::Cpu)?;
+                (next.broadcast_mul(&m)? + z.broadcast_mul(&(1.0 - &m)?)?)?
+            }
+        };
+    }
+    let c2 = coefficients(s, &ends)?;
     // x̃ = (z'' − (σ''/σ)·z) / (α'' − (σ''/σ)·α); ṽ = (α·z − x̃)/σ.
     let ratio = c2.1.div(&c0.1)?;
-    let num = (z2 - x_t.broadcast_mul(&ratio)?)?;
+    let num = (z - x_t.broadcast_mul(&ratio)?)?;
     let den = (&c2.0 - ratio.mul(&c0.0)?)?;
     let x_target = num.broadcast_div(&den)?;
     Ok((x_t.broadcast_mul(&c0.0)? - x_target)?.broadcast_div(&c0.1)?.detach())
@@ -305,7 +386,7 @@ pub fn distill_on(
     if data.dim() != cfg.dim {
         bail!("{}-dimensional data for a denoiser of dimension {}", data.dim(), cfg.dim);
     }
-    let s = Schedule::cosine(cfg.timesteps);
+    let s = o.schedule(Schedule::cosine(cfg.timesteps))?;
     let teacher = Denoiser::load_onnx(cfg, &o.first_teacher(dir)?)?;
     let train = data.train_set();
     let mut batch = |rng: &mut SplitMix64, pick_t: &mut dyn FnMut(&mut SplitMix64) -> isize| {
@@ -343,11 +424,12 @@ pub fn distill_with<M: RowDenoiser>(
     if o.from_steps > s.len() {
         bail!("the teacher has {} timesteps, fewer than {} steps", s.len(), o.from_steps);
     }
-    let (mut n, mut rounds) = match o.resume_point()? {
-        None => (o.from_steps / 2, Vec::new()),
+    let (mut teacher_steps, mut n) = o.first_round()?;
+    let mut rounds = match o.resume_point()? {
+        None => Vec::new(),
         Some(r) => {
             let earlier = DistillReport::read(dir).map(|d| d.rounds).unwrap_or_default();
-            (r / 2, earlier.into_iter().filter(|round| round.steps >= r).collect())
+            earlier.into_iter().filter(|round| round.steps >= r).collect()
         }
     };
     std::fs::create_dir_all(dir.join("rounds"))?;
@@ -355,10 +437,11 @@ pub fn distill_with<M: RowDenoiser>(
     while n >= o.to {
         let student = teacher.duplicate()?;
         let student_steps = s.steps(n);
+        let paths = teacher_paths(s, teacher_steps, n)?;
         let budget = o.steps_for(n);
         let mut schedule = schedule_of!(o);
         schedule.steps = budget;
-        let mut t = Trainer::new(student.params(), &format!("distill {} → {n}", 2 * n), schedule)?;
+        let mut t = Trainer::new(student.params(), &format!("distill {teacher_steps} → {n}"), schedule)?;
         let mut ema = (o.ema > 0.0).then(|| Ema::new(student.params(), o.ema));
         for step in 0..budget {
             let lr = t.set_lr(step);
@@ -368,7 +451,7 @@ pub fn distill_with<M: RowDenoiser>(
                 rows.push(i);
                 student_steps[i].0
             })?;
-            let v_target = distillation_target(&teacher, s, n, &rows, &x_t, &class)?;
+            let v_target = distillation_target(&teacher, s, &paths, &rows, &x_t, &class)?;
             let loss = (student.v_rows(&x_t, &ts, &class)? - v_target)?.sqr()?.mean_all()?;
             t.apply(&loss)?;
             if let Some(e) = ema.as_mut() {
@@ -385,6 +468,8 @@ pub fn distill_with<M: RowDenoiser>(
         let onnx_vs_candle_max_abs = if EXPORTED.contains(&n) { Some((hooks.export)(&student, n)?) } else { None };
         let round = Round {
             steps: n,
+            teacher_steps: Some(teacher_steps),
+            timesteps: s.grid(n),
             train_seconds,
             loss_first_last,
             energy_candle: (hooks.quality)(&student, n)?,
@@ -400,6 +485,7 @@ pub fn distill_with<M: RowDenoiser>(
         if n == 1 {
             break;
         }
+        teacher_steps = n;
         n /= 2;
     }
     let report = DistillReport { options: o.clone(), rounds };
@@ -497,7 +583,40 @@ mod tests {
         std::fs::remove_file(checkpoint(&dir, 4))?;
         let e = distill(&dir, &resumed).unwrap_err().to_string();
         assert!(e.contains("no kept 4-step student"), "{e}");
+
+        // An explicit grid on the 8-step teacher's (31, 27, …, 3): straight to 4 steps on it,
+        // then its halving; the files carry the grid the runtime steps on.
+        let gridded = DistillOptions { grid: vec![31, 27, 19, 7], ..short.clone() };
+        let g = distill(&dir, &gridded)?;
+        let shape: Vec<_> = g.rounds.iter().map(|r| (r.steps, r.teacher_steps(), r.timesteps.clone())).collect();
+        assert_eq!(shape, [(4, 8, vec![31, 27, 19, 7]), (2, 4, vec![31, 19])]);
+        for r in &g.rounds {
+            assert!(r.energy_candle < r.energy_teacher_candle, "round {}: {r:?}", r.steps);
+        }
+        let meta = crate::import::OnnxModel::load(&dir.join("student2.onnx"))?.metadata();
+        assert!(meta.contains(&(mote::diffusion::GRID_KEY.to_string(), "31,27,19,7".to_string())), "{meta:?}");
+        for (grid, why) in
+            [(vec![31, 26, 19, 7], "is not part of the 8-step teacher's"), (vec![31, 19, 7], "power of two")]
+        {
+            let e = distill(&dir, &DistillOptions { grid, ..short.clone() }).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn teacher_paths_cover_every_teacher_step_inside_a_student_step() -> Result<()> {
+        let uniform = Schedule::cosine(128);
+        let p = teacher_paths(&uniform, 8, 4)?;
+        assert_eq!(p, [vec![127, 111, 95], vec![95, 79, 63], vec![63, 47, 31], vec![31, 15, -1]]);
+        let s = Schedule::cosine(128).with_grid(&[127, 111, 87, 47])?;
+        let p = teacher_paths(&s, 16, 4)?;
+        assert_eq!(p[0], [127, 119, 111]);
+        assert_eq!(p[2], [87, 79, 71, 63, 55, 47]);
+        assert_eq!(p[3], [47, 39, 31, 23, 15, 7, -1]);
+        let e = teacher_paths(&s, 8, 4).unwrap_err().to_string();
+        assert!(e.contains("not part of the 8-step teacher's"), "{e}");
         Ok(())
     }
 }

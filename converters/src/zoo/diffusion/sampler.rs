@@ -16,7 +16,7 @@
 //! assert!((y[0] as f64 - (a * 0.5 - sg * 0.25)).abs() < 1e-6);
 //! ```
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 
 /// Smallest ᾱ of the schedule (the runtime needs ᾱ > 0; the cosine schedule reaches 0 at T).
 pub const MIN_ALPHA_BAR: f64 = 1e-5;
@@ -25,6 +25,8 @@ pub const MIN_ALPHA_BAR: f64 = 1e-5;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     alpha_bar: Vec<f32>,
+    /// The explicit timestep grid (empty: uniform grids only).
+    grid: Vec<isize>,
 }
 
 impl Schedule {
@@ -36,14 +38,51 @@ impl Schedule {
         let alpha_bar = (0..timesteps)
             .map(|t| (f((t + 1) as f64 / timesteps as f64) / f(0.0)).clamp(MIN_ALPHA_BAR, 1.0) as f32)
             .collect();
-        Self { alpha_bar }
+        Self { alpha_bar, grid: Vec::new() }
+    }
+
+    /// This schedule stepping on an explicit grid of timesteps (strictly decreasing, below T,
+    /// at most [`mote::diffusion::MAX_GRID_STEPS`]): runs of `grid.len()` steps and of its
+    /// halvings by powers of two visit it ([`Schedule::grid`]), as the runtime does with the
+    /// grid in a model's [`mote::diffusion::GRID_KEY`] metadata.
+    pub fn with_grid(mut self, grid: &[isize]) -> Result<Self> {
+        let text = grid.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
+        let bytes: Vec<u8> = self.alpha_bar.iter().flat_map(|a| a.to_le_bytes()).collect();
+        let ok = mote::diffusion::Schedule::from_le_bytes(&bytes).and_then(|s| s.with_grid(&text)).is_ok();
+        ensure!(
+            ok,
+            "a step grid needs 1 to {} strictly decreasing timesteps below {}, not {text}",
+            mote::diffusion::MAX_GRID_STEPS,
+            self.len()
+        );
+        self.grid = grid.to_vec();
+        Ok(self)
+    }
+
+    /// The schedule of a model's metadata: ᾱ from [`mote::diffusion::SCHEDULE_KEY`] and the
+    /// explicit grid of [`mote::diffusion::GRID_KEY`] when present.
+    pub fn from_metadata(metadata: &[(String, String)]) -> Result<Self> {
+        let value = |key: &str| metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let s = Self::parse(value(mote::diffusion::SCHEDULE_KEY).context("no diffusion schedule in the metadata")?)?;
+        match value(mote::diffusion::GRID_KEY) {
+            Some(text) => {
+                let grid = text.split(',').map(|t| t.trim().parse::<isize>()).collect::<Result<Vec<_>, _>>()?;
+                s.with_grid(&grid)
+            }
+            None => Ok(s),
+        }
+    }
+
+    /// The explicit grid's metadata text ([`mote::diffusion::GRID_KEY`]), if it has one.
+    pub fn grid_metadata(&self) -> Option<String> {
+        (!self.grid.is_empty()).then(|| self.grid.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","))
     }
 
     /// Parses the metadata text (comma-separated ᾱ values in (0, 1]).
     pub fn parse(text: &str) -> Result<Self> {
         let alpha_bar: Vec<f32> = text.split(',').map(|v| v.trim().parse::<f32>()).collect::<Result<_, _>>()?;
         ensure!(!alpha_bar.is_empty() && alpha_bar.iter().all(|&a| a > 0.0 && a <= 1.0), "bad schedule");
-        Ok(Self { alpha_bar })
+        Ok(Self { alpha_bar, grid: Vec::new() })
     }
 
     /// The metadata text: ᾱ_t for t = 0..T−1, comma-separated (exactly the stored f32 values).
@@ -75,9 +114,15 @@ impl Schedule {
         (a.sqrt(), (1.0 - a).sqrt())
     }
 
-    /// The timesteps of an `n`-step run: t_i = T·(n−i)/n − 1 (integer division), i = 0..n.
-    /// The grid of 2n steps contains the grid of n steps (every other element).
+    /// The timesteps of an `n`-step run: every (G/n)-th timestep of the explicit grid of G
+    /// timesteps when G/n is a power of two ([`Schedule::with_grid`]), else uniform:
+    /// t_i = T·(n−i)/n − 1 (integer division), i = 0..n. The grid of 2n steps contains the
+    /// grid of n steps (every other element).
     pub fn grid(&self, n: usize) -> Vec<isize> {
+        let g = self.grid.len();
+        if n > 0 && g.is_multiple_of(n) && (g / n).is_power_of_two() {
+            return self.grid.iter().step_by(g / n).copied().collect();
+        }
         let t = self.len();
         (0..n).map(|i| (t * (n - i) / n.max(1)) as isize - 1).collect()
     }
@@ -188,6 +233,26 @@ mod tests {
         assert_eq!(back, s);
         assert!(s.alpha_bar(0) > 0.999 && s.alpha_bar(127) <= 1.1e-5);
         assert!((1..128).all(|t| s.alpha_bar(t) <= s.alpha_bar(t - 1)));
+    }
+
+    #[test]
+    fn explicit_grids_halve_like_the_runtimes_and_travel_in_metadata() {
+        let s = Schedule::cosine(128).with_grid(&[127, 111, 87, 47]).unwrap();
+        let bytes: Vec<u8> = (0..128).flat_map(|t| (s.alpha_bar(t) as f32).to_le_bytes()).collect();
+        let runtime = mote::diffusion::Schedule::from_le_bytes(&bytes).unwrap().with_grid("127,111,87,47").unwrap();
+        for n in [1, 2, 3, 4, 8, 16] {
+            let want: Vec<isize> = (0..n).map(|i| runtime.timestep(i, n)).collect();
+            assert_eq!(s.grid(n), want, "{n} steps");
+        }
+        assert_eq!(s.grid(2), vec![127, 87]);
+        let meta = vec![
+            (mote::diffusion::SCHEDULE_KEY.to_string(), s.metadata()),
+            (mote::diffusion::GRID_KEY.to_string(), s.grid_metadata().unwrap()),
+        ];
+        assert_eq!(Schedule::from_metadata(&meta).unwrap(), s);
+        assert_eq!(Schedule::cosine(128).grid_metadata(), None);
+        let err = Schedule::cosine(128).with_grid(&[127, 130]).unwrap_err().to_string();
+        assert!(err.contains("strictly decreasing timesteps below 128"), "{err}");
     }
 
     #[test]

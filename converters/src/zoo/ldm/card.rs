@@ -14,7 +14,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::LdmReport;
-use crate::zoo::diffusion::card::write_rounds_table;
+use crate::zoo::diffusion::card::{grid_sentence, write_rounds_table};
 use crate::zoo::diffusion::DistillReport;
 use crate::zoo::vae::glyphs::GLYPH_CLASSES;
 
@@ -135,6 +135,7 @@ pub fn render_ldm_card(r: &LdmReport, d: Option<&DistillReport>, extra_markdown:
                 d.rounds.iter().map(|r| r.train_seconds).sum::<f64>()
             );
             write_rounds_table(&mut s, &d.rounds, 4);
+            s.push_str(&grid_sentence(p));
             if let (Some(r8), Some(r4)) = (d.round(8), d.round(4)) {
                 let _ = writeln!(
                     s,

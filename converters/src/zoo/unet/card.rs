@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 
 use super::evaluate::CandleFigures;
 use super::train::TeacherReport;
+use crate::zoo::diffusion::card::{grid_sentence, student_steps};
 use crate::zoo::diffusion::DistillReport;
 use crate::zoo::vae::glyphs::GLYPH_CLASSES;
 use crate::zoo::vae::train::{FLOOR_SEED, TEST_SEED, TRAIN_SEED};
@@ -181,14 +182,15 @@ fn few_steps(s: &mut String, t: &TeacherReport, distilled: Option<&DistillReport
     );
     let _ = writeln!(
         s,
-        "| student steps | student | its teacher at the same steps | batches | distillation loss first → last | seconds |"
+        "| student steps | teacher steps | student | its teacher at the same steps | batches | distillation loss first → last | seconds |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     for r in &d.rounds {
         let _ = writeln!(
             s,
-            "| {} | {:.4} | {:.4} | {} | {:.4} → {:.4} | {:.0} |",
-            r.steps,
+            "| {} | {} | {:.4} | {:.4} | {} | {:.4} → {:.4} | {:.0} |",
+            student_steps(r),
+            r.teacher_steps(),
             r.energy_candle,
             r.energy_teacher_candle,
             o.steps_for(r.steps),
@@ -198,6 +200,7 @@ fn few_steps(s: &mut String, t: &TeacherReport, distilled: Option<&DistillReport
         );
     }
     let _ = writeln!(s);
+    s.push_str(&grid_sentence(o));
 }
 
 /// Renders the card text (without writing it); `distilled` adds the distillation rounds.

@@ -79,7 +79,7 @@ pub fn ddpm_distill_options(to: usize) -> DistillOptions {
 pub fn distill(dir: &Path, o: &DistillOptions) -> Result<DistillReport> {
     let tr = TeacherReport::read(dir)?;
     let cfg = tr.options.config;
-    let s = Schedule::cosine(cfg.timesteps);
+    let s = o.schedule(Schedule::cosine(cfg.timesteps))?;
     let teacher = UNet::load_onnx(cfg, &o.first_teacher(dir)?)?;
     let train = tr.options.train_set();
     let data = to_model(&train.images);
