@@ -142,18 +142,14 @@ impl DistillOptions {
     fn first_round(&self) -> Result<(usize, usize)> {
         let teacher = self.resume_point()?.unwrap_or(self.from_steps);
         let g = self.grid.len();
-        // No grid, or the teacher is the grid's own student (resuming below it): halve.
-        if g == 0 || g == teacher {
+        if g == 0 {
             return Ok((teacher, teacher / 2));
         }
-        if !(g.is_power_of_two() && g >= self.to && g < teacher) {
-            bail!(
-                "a step grid of {g} timesteps needs a power of two of steps between the last student's {} and the \
-                 first teacher's {teacher}",
-                self.to
-            );
+        if !g.is_power_of_two() || g < self.to {
+            bail!("a step grid needs a power of two of timesteps, at least the last student's {}; not {g}", self.to);
         }
-        Ok((teacher, g))
+        // A teacher on the grid or on one of its halvings (resuming below it) is halved.
+        Ok((teacher, if g < teacher { g } else { teacher / 2 }))
     }
 
     /// [`DistillOptions::resume_from`], checked: a power of two of steps between the last
@@ -595,6 +591,10 @@ mod tests {
         }
         let meta = crate::import::OnnxModel::load(&dir.join("student2.onnx"))?.metadata();
         assert!(meta.contains(&(mote::diffusion::GRID_KEY.to_string(), "31,27,19,7".to_string())), "{meta:?}");
+        // Resuming below the grid halves it further.
+        let below = distill(&dir, &DistillOptions { steps: 50, resume_from: Some(4), ..gridded.clone() })?;
+        let shape: Vec<_> = below.rounds.iter().map(|r| (r.steps, r.teacher_steps(), r.timesteps.clone())).collect();
+        assert_eq!(shape, [(4, 8, vec![31, 27, 19, 7]), (2, 4, vec![31, 19])]);
         for (grid, why) in
             [(vec![31, 26, 19, 7], "is not part of the 8-step teacher's"), (vec![31, 19, 7], "power of two")]
         {
