@@ -57,9 +57,10 @@ pub enum ZooCommand {
         /// teacher (its earlier rounds stay in the report).
         #[arg(long, value_name = "N")]
         resume_from: Option<usize>,
-        /// Explicit timesteps of the first student, strictly decreasing and on its teacher's
-        /// grid (e.g. `127,111,87,47` from the 16-step student): the first round goes straight
-        /// to that many steps and later rounds halve the grid (default: the family's grids).
+        /// Explicit timesteps of the students with that many steps (a power of two, strictly
+        /// decreasing, on their teacher's grid; e.g. `127,119,111,95,79,63,39,15`): their round
+        /// learns every teacher step inside each student step and later rounds halve the grid
+        /// (default: the family's grid).
         #[arg(long, value_delimiter = ',', value_name = "T,T,…", allow_hyphen_values = false)]
         grid: Option<Vec<isize>>,
         /// Family folder (default: models/<family>).

@@ -157,14 +157,12 @@ pub fn render_card(t: &TeacherReport, d: Option<&DistillReport>, extra_markdown:
 }
 
 /// Writes the distillation table to `s`, a row per round: the student's step count (with its
-/// timesteps when they are an explicit grid's) and its teacher's, its loss at the start and the
-/// end, the energy distances of the student and of the teacher at the same steps (candle,
+/// timesteps when the report records them), its loss at the start and the end, the energy distances of the student and of the teacher at the same steps (candle,
 /// `digits` decimals) and the exported file, followed by a blank line.
 pub fn write_rounds_table(s: &mut String, rounds: &[Round], digits: usize) {
     let _ = writeln!(
         s,
-        "| student steps | teacher steps | loss start → end | student | teacher at the same steps | exported |\n\
-         |---|---|---|---|---|---|"
+        "| student steps | loss start → end | student | teacher at the same steps | exported |\n|---|---|---|---|---|"
     );
     for r in rounds {
         let exported = r
@@ -172,9 +170,8 @@ pub fn write_rounds_table(s: &mut String, rounds: &[Round], digits: usize) {
             .map_or("—".to_string(), |e| format!("student{}.onnx (tract vs candle {e:.1e})", r.steps));
         let _ = writeln!(
             s,
-            "| {} | {} | {:.1e} → {:.1e} | {:.digits$} | {:.digits$} | {exported} |",
+            "| {} | {:.1e} → {:.1e} | {:.digits$} | {:.digits$} | {exported} |",
             student_steps(r),
-            r.teacher_steps(),
             r.loss_first_last.0,
             r.loss_first_last.1,
             r.energy_candle,
@@ -197,12 +194,11 @@ pub fn grid_sentence(o: &DistillOptions) -> String {
     if o.grid.is_empty() {
         return String::new();
     }
-    let teacher = o.resume_from.unwrap_or(o.from_steps);
     format!(
         "The {}-step student steps on an explicit grid, t = {} (stored in its file as `mote.diffusion.grid` and \
-         followed by the runtime's sampler), distilled straight from the {teacher}-step model: each of its steps learns \
-         every teacher step inside it. The rounds after it halve that grid (every other timestep). The grid spends \
-         the steps at high noise, where the sample's shape is decided.\n\n",
+         followed by the runtime's sampler), each of its steps learning every teacher step inside it; the rounds \
+         after it halve that grid (every other timestep). The grid spends the steps at high noise, where the \
+         sample's shape is decided.\n\n",
         o.grid.len(),
         o.grid.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
     )

@@ -77,10 +77,10 @@ pub struct DistillOptions {
     /// the report keeps the earlier run's rounds down to N.
     #[serde(default)]
     pub resume_from: Option<usize>,
-    /// An explicit step grid (timesteps, strictly decreasing, on the first teacher's grid) for
-    /// the first student: the first round goes from its teacher straight to `grid.len()` steps
-    /// on it, each student step learning every teacher step inside it, and later rounds halve
-    /// it (every other timestep). Empty: uniform grids, each round halving the step count.
+    /// An explicit step grid of G timesteps (G a power of two, at least `to`; strictly
+    /// decreasing, each on the 2G-step grid): the G-step student steps on it and the students
+    /// below it on its halvings (every other timestep). The round that trains the G-step
+    /// student learns every teacher step inside each student step. Empty: uniform grids.
     /// Absent from reports written before it existed.
     #[serde(default)]
     pub grid: Vec<isize>,
@@ -138,18 +138,14 @@ impl DistillOptions {
         }
     }
 
-    /// The step counts of the first round: (teacher, student).
-    fn first_round(&self) -> Result<(usize, usize)> {
-        let teacher = self.resume_point()?.unwrap_or(self.from_steps);
+    /// The student step count of the first round (half its teacher's), with
+    /// [`DistillOptions::grid`] checked.
+    fn first_student(&self) -> Result<usize> {
         let g = self.grid.len();
-        if g == 0 {
-            return Ok((teacher, teacher / 2));
-        }
-        if !g.is_power_of_two() || g < self.to {
+        if g > 0 && (!g.is_power_of_two() || g < self.to) {
             bail!("a step grid needs a power of two of timesteps, at least the last student's {}; not {g}", self.to);
         }
-        // A teacher on the grid or on one of its halvings (resuming below it) is halved.
-        Ok((teacher, if g < teacher { g } else { teacher / 2 }))
+        Ok(self.resume_point()?.unwrap_or(self.from_steps) / 2)
     }
 
     /// [`DistillOptions::resume_from`], checked: a power of two of steps between the last
@@ -182,12 +178,8 @@ pub fn checkpoint(dir: &Path, steps: usize) -> std::path::PathBuf {
 /// One round: the student's step count, its training and its candle sample quality.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Round {
-    /// Student steps.
+    /// Student steps (half the teacher's).
     pub steps: usize,
-    /// Teacher steps (absent from reports written before grids: twice the student's; read it
-    /// with [`Round::teacher_steps`]).
-    #[serde(default)]
-    pub teacher_steps: Option<usize>,
     /// The student's timesteps (absent from reports written before grids: uniform).
     #[serde(default)]
     pub timesteps: Vec<isize>,
@@ -203,13 +195,6 @@ pub struct Round {
     pub energy_teacher_candle: f64,
     /// tract vs candle on the golden denoiser inputs, max-abs (exported students only).
     pub onnx_vs_candle_max_abs: Option<f32>,
-}
-
-impl Round {
-    /// The teacher's step count.
-    pub fn teacher_steps(&self) -> usize {
-        self.teacher_steps.unwrap_or(2 * self.steps)
-    }
 }
 
 /// What a distillation run did (`distill_report.json`).
@@ -420,7 +405,7 @@ pub fn distill_with<M: RowDenoiser>(
     if o.from_steps > s.len() {
         bail!("the teacher has {} timesteps, fewer than {} steps", s.len(), o.from_steps);
     }
-    let (mut teacher_steps, mut n) = o.first_round()?;
+    let mut n = o.first_student()?;
     let mut rounds = match o.resume_point()? {
         None => Vec::new(),
         Some(r) => {
@@ -433,11 +418,11 @@ pub fn distill_with<M: RowDenoiser>(
     while n >= o.to {
         let student = teacher.duplicate()?;
         let student_steps = s.steps(n);
-        let paths = teacher_paths(s, teacher_steps, n)?;
+        let paths = teacher_paths(s, 2 * n, n)?;
         let budget = o.steps_for(n);
         let mut schedule = schedule_of!(o);
         schedule.steps = budget;
-        let mut t = Trainer::new(student.params(), &format!("distill {teacher_steps} → {n}"), schedule)?;
+        let mut t = Trainer::new(student.params(), &format!("distill {} → {n}", 2 * n), schedule)?;
         let mut ema = (o.ema > 0.0).then(|| Ema::new(student.params(), o.ema));
         for step in 0..budget {
             let lr = t.set_lr(step);
@@ -464,7 +449,6 @@ pub fn distill_with<M: RowDenoiser>(
         let onnx_vs_candle_max_abs = if EXPORTED.contains(&n) { Some((hooks.export)(&student, n)?) } else { None };
         let round = Round {
             steps: n,
-            teacher_steps: Some(teacher_steps),
             timesteps: s.grid(n),
             train_seconds,
             loss_first_last,
@@ -481,7 +465,6 @@ pub fn distill_with<M: RowDenoiser>(
         if n == 1 {
             break;
         }
-        teacher_steps = n;
         n /= 2;
     }
     let report = DistillReport { options: o.clone(), rounds };
@@ -580,12 +563,12 @@ mod tests {
         let e = distill(&dir, &resumed).unwrap_err().to_string();
         assert!(e.contains("no kept 4-step student"), "{e}");
 
-        // An explicit grid on the 8-step teacher's (31, 27, …, 3): straight to 4 steps on it,
-        // then its halving; the files carry the grid the runtime steps on.
+        // An explicit 4-step grid on the 8-step teacher's (31, 27, …, 3), then its halving; the
+        // files carry the grid the runtime steps on.
         let gridded = DistillOptions { grid: vec![31, 27, 19, 7], ..short.clone() };
         let g = distill(&dir, &gridded)?;
-        let shape: Vec<_> = g.rounds.iter().map(|r| (r.steps, r.teacher_steps(), r.timesteps.clone())).collect();
-        assert_eq!(shape, [(4, 8, vec![31, 27, 19, 7]), (2, 4, vec![31, 19])]);
+        let shape: Vec<_> = g.rounds.iter().map(|r| (r.steps, r.timesteps.clone())).collect();
+        assert_eq!(shape, [(4, vec![31, 27, 19, 7]), (2, vec![31, 19])]);
         for r in &g.rounds {
             assert!(r.energy_candle < r.energy_teacher_candle, "round {}: {r:?}", r.steps);
         }
@@ -593,8 +576,8 @@ mod tests {
         assert!(meta.contains(&(mote::diffusion::GRID_KEY.to_string(), "31,27,19,7".to_string())), "{meta:?}");
         // Resuming below the grid halves it further.
         let below = distill(&dir, &DistillOptions { steps: 50, resume_from: Some(4), ..gridded.clone() })?;
-        let shape: Vec<_> = below.rounds.iter().map(|r| (r.steps, r.teacher_steps(), r.timesteps.clone())).collect();
-        assert_eq!(shape, [(4, 8, vec![31, 27, 19, 7]), (2, 4, vec![31, 19])]);
+        let shape: Vec<_> = below.rounds.iter().map(|r| (r.steps, r.timesteps.clone())).collect();
+        assert_eq!(shape, [(4, vec![31, 27, 19, 7]), (2, vec![31, 19])]);
         for (grid, why) in
             [(vec![31, 26, 19, 7], "is not part of the 8-step teacher's"), (vec![31, 19, 7], "power of two")]
         {

@@ -182,15 +182,14 @@ fn few_steps(s: &mut String, t: &TeacherReport, distilled: Option<&DistillReport
     );
     let _ = writeln!(
         s,
-        "| student steps | teacher steps | student | its teacher at the same steps | batches | distillation loss first → last | seconds |"
+        "| student steps | student | its teacher at the same steps | batches | distillation loss first → last | seconds |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
     for r in &d.rounds {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.4} | {:.4} | {} | {:.4} → {:.4} | {:.0} |",
+            "| {} | {:.4} | {:.4} | {} | {:.4} → {:.4} | {:.0} |",
             student_steps(r),
-            r.teacher_steps(),
             r.energy_candle,
             r.energy_teacher_candle,
             o.steps_for(r.steps),
