@@ -11,9 +11,11 @@
 //!
 //! `x̃ = (z_t'' − (σ_t''/σ_t)·z_t) / (α_t'' − (σ_t''/σ_t)·α_t)`
 //!
-//! (for the last step, t'' = −1: x̃ = z_t''). The student is a v-predictor like its teacher, so
-//! it regresses `ṽ = (α_t·z_t − x̃)/σ_t` (squared error in v weights the x̃ error by 1 + SNR,
-//! one of the paper's well-behaved weightings). Label dropout continues in distillation, so
+//! (for the last step, t'' = −1: x̃ = z_t''). On an explicit grid ([`DistillOptions::grid`])
+//! a student step holds every teacher step inside it, one or more, and z_t'' is where the
+//! teacher's DDIM steps along them land ([`teacher_paths`]). The student is a v-predictor like
+//! its teacher, so it regresses `ṽ = (α_t·z_t − x̃)/σ_t` (squared error in v weights the x̃
+//! error by 1 + SNR, one of the paper's well-behaved weightings). Label dropout continues in distillation, so
 //! each student keeps both the conditional and the unconditional model and guidance still
 //! works on it at sampling time.
 //!
