@@ -166,9 +166,9 @@ fn four_step_student_stays_near_the_many_step_teacher() {
     );
     assert!(many.steps >= 64);
     assert!(many.energy < 0.5 * prior, "the teacher beats the VAE's prior: {} vs {prior}", many.energy);
-    // Measured: the student at 126% of the teacher (the small denoiser's capacity shows in the
-    // 8 → 4 round) and at 59% of the undistilled teacher at 4 steps.
-    assert!(student.energy <= 1.35 * many.energy, "student {} vs teacher {}", student.energy, many.energy);
+    // Measured: the student at 117% of the teacher on its high-noise grid (126% on the uniform
+    // one; the gap opens in the 8 → 4 round) and at 54% of the undistilled teacher at 4 steps.
+    assert!(student.energy <= 1.25 * many.energy, "student {} vs teacher {}", student.energy, many.energy);
     assert!(student.energy <= 0.7 * few.energy, "student {} vs teacher at 4 steps {}", student.energy, few.energy);
     // Point by point the student's latents stay closer to the teacher's than 4 teacher steps do.
     let stray = mean_row_distance(&student_samples.latents, &teacher_samples.latents, 16);

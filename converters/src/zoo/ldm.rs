@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::diffusion::distill::HIGH_NOISE_GRID;
 use super::diffusion::{
     distill_on, train_teacher_on, DenoiserConfig, DiffusionData, DistillOptions, DistillReport, TeacherReport,
     TrainOptions,
@@ -70,7 +71,7 @@ pub fn ldm_train_options(data: &LatentGlyphs) -> TrainOptions {
 }
 
 /// The zoo's distillation budget, down to `to` steps: rounds of 2000 AdamW steps of 256 latents
-/// at lr 5e-4 from the teacher's 128 DDIM steps, the 8-step students and below on [`LDM_GRID`].
+/// at lr 5e-4 from the teacher's 128 DDIM steps, the 8-step students and below on [`HIGH_NOISE_GRID`].
 ///
 /// Measured on this data with uniform grids: 4000 steps per round, lr 1e-3 or starting from
 /// 64 steps all left the 4-step student within ±0.005 of the same energy distance (0.1942), and
@@ -85,20 +86,10 @@ pub fn ldm_distill_options(to: usize) -> DistillOptions {
         steps: 2000,
         batch_size: 256,
         lr: 5e-4,
-        grid: LDM_GRID.to_vec(),
+        grid: HIGH_NOISE_GRID.to_vec(),
         ..DistillOptions::default()
     }
 }
-
-/// The 8-step students' timesteps (of 128), every other one the 4-step grid 127, 111, 79, 39.
-/// Measured on this data (4-step student, energy distance; uniform 127, 95, 63, 31: 0.1942):
-/// this grid 0.1800; 127, 119, 111, 95, 87, 63, 47, 23: 0.1833; 4-step grids straight from
-/// the 16-step student: 127, 111, 79, 39: 0.1835, 127, 111, 87, 47: 0.1852, 127, 103, 71, 39:
-/// 0.1858, 127, 111, 87, 55: 0.1873, 127, 103, 79, 47: 0.1896, 127, 111, 95, 63: 0.1929,
-/// 127, 119, 95, 55: 0.2066, 127, 119, 103, 71: 0.2078. Steps moved to low noise were far
-/// worse (one round straight from the 128-step teacher: 127, 79, 39, 15: 0.2575; 127, 63, 31,
-/// 11: 0.3755; 127, 111, 87, 47: 0.1874).
-pub const LDM_GRID: [isize; 8] = [127, 119, 111, 95, 79, 63, 39, 15];
 
 /// What `mote zoo train ldm` measured (`train_report.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
