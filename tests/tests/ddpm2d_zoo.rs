@@ -284,50 +284,35 @@ fn misuse_is_a_typed_error() {
 
 #[test]
 fn an_explicit_step_grid_reaches_the_runtime_sampler_and_a_bad_one_is_refused() {
-    use mote_converters::zoo::diffusion::sampler::{ddim_sample, initial_noise, Schedule};
-    let grid = [127, 111, 87, 47];
-    let host_schedule = Schedule::cosine(128).with_grid(&grid).expect("grid");
+    use mote_converters::zoo::diffusion::sampler::{self as host, Schedule};
+    let host_schedule = Schedule::cosine(128).with_grid(&[127, 111, 87, 47]).expect("grid");
     let text = host_schedule.metadata();
     let bytes = unconditional_model(&text, host_schedule.grid_metadata().as_deref()).expect("convert");
-    let ddim =
-        |steps| Request { method: Method::Ddim { eta: 0.0 }, steps, seed: 5, condition: Condition::Unconditional };
-    for (steps, schedule) in [(4, &host_schedule), (2, &host_schedule), (8, &Schedule::cosine(128))] {
-        let mut want = initial_noise(16, 5);
+    // The host sampler's DDIM run of the model's exact denoiser, v = 0.5·x, from the runtime's noise.
+    let on_host = |schedule: &Schedule, steps: usize| {
+        let mut x = host::initial_noise(16, 5);
         let mut half = |x: &[f32], _t: isize, _c: usize| Ok(x.iter().map(|v| 0.5 * v).collect());
-        ddim_sample(
-            &mut half,
-            schedule,
-            steps,
-            &mut want,
-            mote_converters::zoo::diffusion::sampler::Condition::Unconditional,
-            0,
-        )
-        .expect("host sampler");
+        host::ddim_sample(&mut half, schedule, steps, &mut x, host::Condition::Unconditional, 0).expect("host sampler");
+        x
+    };
+    let on_runtime = |steps: usize| {
+        let mut got = Vec::new();
         session_of(&bytes, |s, n| {
-            let mut got = vec![0f32; n];
-            sample(s, &ddim(steps), &mut got).expect("runtime sampler");
-            let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            println!("{steps} steps on grid {:?}: runtime vs host max-abs {worst:.2e}", schedule.grid(steps));
-            assert!(worst < 1e-4, "{steps} steps: {worst}");
+            got = vec![0f32; n];
+            let req =
+                Request { method: Method::Ddim { eta: 0.0 }, steps, seed: 5, condition: Condition::Unconditional };
+            sample(s, &req, &mut got).expect("runtime sampler");
         });
+        got
+    };
+    let max_abs = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    for (steps, schedule) in [(4, &host_schedule), (2, &host_schedule), (8, &Schedule::cosine(128))] {
+        let worst = max_abs(&on_runtime(steps), &on_host(schedule, steps));
+        println!("{steps} steps on grid {:?}: runtime vs host max-abs {worst:.2e}", schedule.grid(steps));
+        assert!(worst < 1e-4, "{steps} steps: {worst}");
     }
-    let mut uniform = initial_noise(16, 5);
-    let mut half = |x: &[f32], _t: isize, _c: usize| Ok(x.iter().map(|v| 0.5 * v).collect());
-    ddim_sample(
-        &mut half,
-        &Schedule::cosine(128),
-        4,
-        &mut uniform,
-        mote_converters::zoo::diffusion::sampler::Condition::Unconditional,
-        0,
-    )
-    .expect("host sampler");
-    session_of(&bytes, |s, n| {
-        let mut got = vec![0f32; n];
-        sample(s, &ddim(4), &mut got).expect("runtime sampler");
-        let apart = got.iter().zip(&uniform).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(apart > 1e-3, "the grid changed nothing: {apart}");
-    });
+    let apart = max_abs(&on_runtime(4), &on_host(&Schedule::cosine(128), 4));
+    assert!(apart > 1e-3, "the grid changed nothing: {apart}");
     for bad in ["127,130", "87,111", "x"] {
         let err = format!("{:#}", unconditional_model(&text, Some(bad)).expect_err(bad));
         assert!(

@@ -61,7 +61,7 @@ pub enum ZooCommand {
         /// decreasing, on their teacher's grid; e.g. `127,119,111,95,79,63,39,15`): their round
         /// learns every teacher step inside each student step and later rounds halve the grid
         /// (default: the family's grid).
-        #[arg(long, value_delimiter = ',', value_name = "T,T,…", allow_hyphen_values = false)]
+        #[arg(long, value_delimiter = ',', value_name = "T,T,…")]
         grid: Option<Vec<isize>>,
         /// Family folder (default: models/<family>).
         #[arg(long)]
@@ -139,7 +139,7 @@ impl DistillSettings {
             Some(steps) => o.with_steps(steps),
             None => o,
         };
-        let grid = self.grid.clone().unwrap_or(o.grid.clone());
+        let grid = self.grid.clone().unwrap_or_else(|| o.grid.clone());
         crate::zoo::diffusion::DistillOptions { resume_from: self.resume_from, grid, ..o }
     }
 }
